@@ -1,0 +1,68 @@
+"""Cross-validation folds and the inner validation split, stratified and seeded.
+
+Folds are assigned once, from the labels (and lesion groups where a data set has them), and stored as a
+column, so every machine, process and later run sees the same split.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+
+def assign_folds(
+    labels: Sequence[int], num_folds: int = 5, seed: int = 42, groups: Sequence[str] | None = None
+) -> np.ndarray:
+    """Fold index (0..num_folds-1) of every sample.
+
+    Without groups: `StratifiedKFold(shuffle=True, random_state=seed)`, so the count of every class differs by at
+    most one between folds. With groups (for example ISIC2018 lesion ids): `StratifiedGroupKFold`, so no group is
+    in two folds and classes are stratified as well as the groups allow.
+    """
+    labels = np.asarray(labels)
+    if num_folds < 2:
+        raise ValueError(f"num_folds must be >= 2, got {num_folds}")
+    counts = np.bincount(labels)
+    if (counts[counts > 0] < num_folds).any() and groups is None:
+        small = {int(c): int(n) for c, n in enumerate(counts) if 0 < n < num_folds}
+        raise ValueError(f"classes {small} have fewer images than num_folds={num_folds}")
+    folds = np.full(len(labels), -1, dtype=np.int64)
+    if groups is None:
+        splitter = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=seed)
+        splits = splitter.split(np.zeros(len(labels)), labels)
+    else:
+        splitter = StratifiedGroupKFold(n_splits=num_folds, shuffle=True, random_state=seed)
+        splits = splitter.split(np.zeros(len(labels)), labels, groups=np.asarray(groups))
+    for fold, (_, held_out) in enumerate(splits):
+        folds[held_out] = fold
+    return folds
+
+
+def inner_validation_split(
+    labels: Sequence[int], fraction: float, seed: int, groups: Sequence[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train positions, validation positions) of a stratified (and grouped) split of the training folds.
+
+    The validation part is one fold of a `round(1 / fraction)`-fold stratified (group) split, so it is about
+    `fraction` of the images and of every class. `fraction == 0` gives an empty validation split.
+    """
+    labels = np.asarray(labels)
+    positions = np.arange(len(labels))
+    if fraction == 0:
+        return positions, positions[:0]
+    if not 0 < fraction < 0.5:
+        raise ValueError(f"validation fraction must be in [0, 0.5), got {fraction}")
+    num_splits = max(2, round(1 / fraction))
+    with warnings.catch_warnings():
+        # A class smaller than num_splits just gets no validation image; that is reported by the caller's counts.
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        if groups is None:
+            splitter = StratifiedKFold(n_splits=num_splits, shuffle=True, random_state=seed)
+            train, val = next(splitter.split(positions, labels))
+        else:
+            splitter = StratifiedGroupKFold(n_splits=num_splits, shuffle=True, random_state=seed)
+            train, val = next(splitter.split(positions, labels, groups=np.asarray(groups)))
+    return np.sort(train), np.sort(val)

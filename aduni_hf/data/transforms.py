@@ -1,0 +1,89 @@
+"""Image transforms: the recipes' training augmentations and the evaluation resize.
+
+Training views are drawn from torch's RNG inside `seeded`, whose seed derives from (seed, epoch, draw,
+sample index, view) only, so an augmentation does not depend on the data-loader worker or process that
+produced it, and a resumed run redraws the same views.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+# ImageNet statistics (timm.data.IMAGENET_DEFAULT_MEAN / _STD), used by the official code and the saved
+# image processor.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+ImageTransform = Callable[[Image.Image], torch.Tensor]
+
+
+def _to_normalised_tensor() -> list[v2.Transform]:
+    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+
+
+def kaggle_augmentation(image_size: int) -> ImageTransform:
+    """The official `--aug kaggle` pipeline (methods.md 2.2), both views alike, drawn independently.
+
+    Resize to (s, s); RandomAffine with rotation in +-180 deg, scale [0.8, 1.2] and shear (0.8, 1.2) degrees
+    (a shear of about 1 deg, as written in the code); horizontal then vertical flip, each p=0.5; ColorJitter
+    (0.2, 0.2, 0.2, 0.1); ImageNet normalisation.
+    """
+    return v2.Compose(
+        [
+            v2.Resize((image_size, image_size)),
+            v2.RandomAffine(degrees=180, scale=(0.8, 1.2), shear=(0.8, 1.2)),
+            v2.RandomHorizontalFlip(p=0.5),
+            v2.RandomVerticalFlip(p=0.5),
+            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1),
+            *_to_normalised_tensor(),
+        ]
+    )
+
+
+def digits_augmentation(image_size: int) -> ImageTransform:
+    """Digit-safe augmentation for the demo: a small affine jitter, no flips and no large rotations
+    (a 6 turned over is a 9)."""
+    return v2.Compose(
+        [
+            v2.Resize((image_size, image_size)),
+            v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), shear=5),
+            v2.ColorJitter(brightness=0.2, contrast=0.2),
+            *_to_normalised_tensor(),
+        ]
+    )
+
+
+def eval_transform(image_size: int) -> ImageTransform:
+    """Evaluation view: resize to (s, s) and normalise; no crop (the official eval)."""
+    return v2.Compose([v2.Resize((image_size, image_size)), *_to_normalised_tensor()])
+
+
+AUGMENTATIONS: dict[str, Callable[[int], ImageTransform]] = {
+    "kaggle": kaggle_augmentation,
+    "digits": digits_augmentation,
+    "none": eval_transform,
+}
+
+
+def build_augmentation(name: str, image_size: int) -> ImageTransform:
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {name!r}; choose one of {sorted(AUGMENTATIONS)}")
+    return AUGMENTATIONS[name](image_size)
+
+
+def view_seed(seed: int, epoch: int, draw: int, index: int, view: int) -> int:
+    """A 63-bit seed that depends only on its arguments (numpy's SeedSequence hash)."""
+    state = np.random.SeedSequence([seed, epoch, draw, index, view]).generate_state(2, dtype=np.uint32)
+    return int(state[0]) << 31 | int(state[1]) >> 1
+
+
+def seeded(transform: ImageTransform, image: Image.Image, seed: int) -> torch.Tensor:
+    """Apply `transform` with torch's CPU RNG seeded by `seed`, leaving the caller's RNG state untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return transform(image)

@@ -1,0 +1,91 @@
+"""Torch datasets over a fold of a `datasets.Dataset`: several augmented views for training, one for eval."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import datasets
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .transforms import ImageTransform, seeded, view_seed
+
+
+class DrawKey(NamedTuple):
+    """What a training sampler yields: the epoch, the position of the draw in the epoch, the sample index."""
+
+    epoch: int
+    draw: int
+    index: int
+
+
+def as_rgb(image: Image.Image) -> Image.Image:
+    """Grayscale, palette, RGBA and 16-bit images become 8-bit RGB."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32))
+        scale = 255.0 / 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 1.0
+        image = Image.fromarray((pixels * scale).round().clamp(0, 255).to(torch.uint8).numpy(), mode="L")
+    return image.convert("RGB")
+
+
+class MultiViewDataset(Dataset):
+    """`num_views` independently augmented views of every image, seeded by (seed, epoch, draw, index, view).
+
+    Items are `{"pixel_values": (V, 3, H, W), "labels": int}`. Indexed by the `DrawKey`s of a training sampler;
+    a plain int index is taken as draw `index` of epoch 0.
+    """
+
+    def __init__(self, dataset: datasets.Dataset, transform: ImageTransform, num_views: int = 2, seed: int = 0):
+        if num_views < 1:
+            raise ValueError(f"num_views must be >= 1, got {num_views}")
+        self.dataset = dataset.select_columns(["image", "label"])
+        self.transform = transform
+        self.num_views = num_views
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: DrawKey | int) -> dict[str, torch.Tensor | int]:
+        if not isinstance(key, tuple):
+            key = DrawKey(0, int(key), int(key))
+        epoch, draw, index = key
+        row = self.dataset[int(index)]
+        image = as_rgb(row["image"])
+        views = [seeded(self.transform, image, view_seed(self.seed, epoch, draw, index, v)) for v in range(self.num_views)]
+        return {"pixel_values": torch.stack(views), "labels": row["label"]}
+
+    @property
+    def labels(self) -> list[int]:
+        return self.dataset["label"]
+
+
+class SingleViewDataset(Dataset):
+    """One deterministic (evaluation) view per image: `{"pixel_values": (3, H, W), "labels": int}`."""
+
+    def __init__(self, dataset: datasets.Dataset, transform: ImageTransform):
+        self.dataset = dataset.select_columns(["image", "label"])
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+        row = self.dataset[int(index)]
+        return {"pixel_values": self.transform(as_rgb(row["image"])), "labels": row["label"]}
+
+    @property
+    def labels(self) -> list[int]:
+        return self.dataset["label"]
+
+
+def collate_views(items: list[dict[str, torch.Tensor | int]]) -> dict[str, torch.Tensor]:
+    """Stack items: pixel_values (B, V, 3, H, W) for training items, (B, 3, H, W) for evaluation items."""
+    return {
+        "pixel_values": torch.stack([item["pixel_values"] for item in items]),
+        "labels": torch.tensor([item["labels"] for item in items], dtype=torch.long),
+    }

@@ -1,0 +1,19 @@
+"""Plain-text result tables for the console."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+
+def format_results_table(
+    metrics: Mapping[str, float], class_names: Sequence[str], prefix: str = "test"
+) -> str:
+    """Accuracy, macro-F1, balanced accuracy, then the F1 of every class, from `<prefix>_...` metric keys."""
+    rows = [("accuracy", "accuracy"), ("macro-F1", "macro_f1"), ("balanced accuracy", "balanced_accuracy")]
+    rows += [(f"F1 {name}", f"f1_{name}") for name in class_names]
+    width = max(len(label) for label, _ in rows)
+    lines = [f"{'metric':<{width}}  {prefix}", f"{'-' * width}  {'-' * max(len(prefix), 6)}"]
+    for label, key in rows:
+        value = metrics.get(f"{prefix}_{key}")
+        lines.append(f"{label:<{width}}  {'-' if value is None else f'{value:.4f}'}")
+    return "\n".join(lines)

@@ -1,0 +1,97 @@
+"""Render the model card (README.md of an output_dir / Hub repo) from the model_card.md template."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "model_card.md"
+
+METHOD_DESCRIPTIONS = {
+    "aduni": (
+        "the AduC loss puts the classifier logits (shifted by the log class prior) and the other views of the "
+        "batch in one softmax; alpha, the weight of same-class views, falls from alpha_max to alpha_min over "
+        "training (feature learning first, classifier learning later). No memory queue: the batch only."
+    ),
+    "ce": "plain cross-entropy on one augmented view (the CE baseline of the paper's Table 1).",
+}
+
+
+def render_model_card(
+    *,
+    model_name: str,
+    model_id: str,
+    dataset_name: str,
+    class_names: Sequence[str],
+    train_class_counts: Sequence[int],
+    results: Mapping[str, float],
+    recipe: Mapping[str, Any],
+    method: str,
+    test_fold: int,
+    num_folds: int,
+    backbone: str,
+    projection_dim: int,
+    image_size: int,
+    selection_note: str = "",
+    template_path: str | Path | None = None,
+) -> ModelCard:
+    """A `huggingface_hub.ModelCard` whose YAML carries the test-fold results as a model-index."""
+    split = f"fold {test_fold} of {num_folds} (held out)"
+    eval_results = [
+        EvalResult(
+            task_type="image-classification",
+            task_name="Image Classification",
+            dataset_type=dataset_name,
+            dataset_name=dataset_name,
+            dataset_split=split,
+            metric_type=metric_type,
+            metric_name=metric_name,
+            metric_value=round(float(results[key]), 4),
+            **({"metric_args": {"average": "macro"}} if metric_type == "f1" else {}),
+        )
+        for key, metric_type, metric_name in (
+            ("test_accuracy", "accuracy", "Accuracy"),
+            ("test_macro_f1", "f1", "Macro-F1"),
+            ("test_balanced_accuracy", "balanced_accuracy", "Balanced accuracy"),
+        )
+    ]
+    card_data = ModelCardData(
+        model_name=model_name,
+        license="apache-2.0",
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        tags=["aduni", "imbalanced-classification", "contrastive-learning", "medical-imaging", "timm"],
+        metrics=["accuracy", "f1"],
+        eval_results=eval_results,
+    )
+    counts = [int(c) for c in train_class_counts]
+    nonzero = [c for c in counts if c > 0]
+    template = Path(template_path) if template_path is not None else DEFAULT_TEMPLATE
+    if not template.is_file():
+        raise FileNotFoundError(f"model card template not found: {template}")
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(template),
+        model_name=model_name,
+        model_id=model_id,
+        dataset_name=dataset_name,
+        num_classes=len(class_names),
+        imbalance_ratio=f"{max(nonzero) / min(nonzero):.1f}" if nonzero else "n/a",
+        test_fold=test_fold,
+        num_folds=num_folds,
+        backbone=backbone,
+        projection_dim=projection_dim,
+        image_size=image_size,
+        method=method,
+        method_description=METHOD_DESCRIPTIONS.get(method, ""),
+        results=dict(results),
+        per_class=[
+            {"name": name, "count": count, "f1": float(results.get(f"test_f1_{name}", float("nan")))}
+            for name, count in zip(class_names, counts, strict=True)
+        ],
+        recipe=list(recipe.items()),
+        selection_note=selection_note,
+    )

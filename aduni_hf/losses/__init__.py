@@ -1,0 +1,12 @@
+"""Training losses, one per file, in a registry keyed by the `method` name of a recipe.
+
+Every registered loss is an `nn.Module` with two class attributes the trainer reads:
+`num_views` (augmented views per image it needs) and `uses_alpha` (whether it reads the alpha schedule),
+and a method `from_outputs(outputs, labels, alpha)` that takes the model output of the view-major batch.
+"""
+
+from .registry import LOSSES, build_loss, register_loss  # noqa: I001  (the registry first: losses register into it)
+from .aduc import AduCLoss, aduc_per_anchor
+from .cross_entropy import CrossEntropyLoss
+
+__all__ = ["LOSSES", "register_loss", "build_loss", "AduCLoss", "aduc_per_anchor", "CrossEntropyLoss"]

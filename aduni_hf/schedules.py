@@ -1,0 +1,81 @@
+"""Per-epoch schedules of AdUni, each a pure function of the epoch index (so a resumed run reproduces them).
+
+- `alpha_schedule`: the weight of same-class views in AduC (methods.md 2.4).
+- `official_learning_rate`: the released code's per-epoch warm-up then cosine (methods.md 2.5).
+"""
+
+from __future__ import annotations
+
+import math
+
+ALPHA_SCHEDULES = ("official", "cosine", "linear", "step", "constant")
+
+
+def alpha_schedule(
+    epoch: int,
+    kind: str = "official",
+    alpha_max: float = 1.0,
+    alpha_min: float = 0.01,
+    decay: float = 1000,
+    num_epochs: int | None = None,
+) -> float:
+    """Alpha of AduC at (0-based) `epoch`.
+
+    Kinds:
+        official: the released code (util.cosine_adjust) applies a normalised cosine step to the previous
+            epoch's alpha at every epoch start, alpha_e = a_min + (alpha_{e-1} - a_min)(1 + cos(pi e / decay)) / 2,
+            which compounds into alpha_e = a_min + (a_max - a_min) * prod_{k=0..e} cos^2(pi k / (2 decay)).
+            With the defaults: 0.4387 at epoch 100, 0.0690 at 150, 0.0112 at 200, 0.0100 from 250 on.
+        cosine: the paper's Eq. 4 with the weight normalised to [0, 1]:
+            w = (1 + cos(pi min(e, decay) / decay)) / 2, alpha = w a_max + (1 - w) a_min. With decay 1000 and
+            400 epochs it only reaches 0.66.
+        linear: a_max -> a_min over `num_epochs` (required). The official 'linear' mode also sets
+            beta = 1 - alpha; here beta stays fixed.
+        step: a_max before epoch `decay`, a_min from it on.
+        constant: a_max throughout ("AdUni w/o AduC").
+    """
+    if kind not in ALPHA_SCHEDULES:
+        raise ValueError(f"unknown alpha schedule kind {kind!r}; choose one of {list(ALPHA_SCHEDULES)}")
+    if epoch < 0:
+        raise ValueError(f"epoch must be >= 0, got {epoch}")
+    if not 0 <= alpha_min <= alpha_max:
+        raise ValueError(
+            f"need 0 <= alpha_min <= alpha_max, got alpha_min={alpha_min}, alpha_max={alpha_max}"
+        )
+    if kind in ("official", "cosine", "step") and decay <= 0:
+        raise ValueError(f"decay must be > 0, got {decay}")
+    epoch = int(epoch)
+    if kind == "official":
+        weight = 1.0
+        for k in range(epoch + 1):
+            weight *= (1.0 + math.cos(math.pi * k / decay)) / 2.0
+        return alpha_min + (alpha_max - alpha_min) * weight
+    if kind == "cosine":
+        weight = (1.0 + math.cos(math.pi * min(epoch, decay) / decay)) / 2.0
+        return weight * alpha_max + (1.0 - weight) * alpha_min
+    if kind == "linear":
+        if not num_epochs or num_epochs < 1:
+            raise ValueError("the linear alpha schedule needs num_epochs >= 1")
+        progress = min(epoch / max(num_epochs - 1, 1), 1.0)
+        return alpha_max - (alpha_max - alpha_min) * progress
+    if kind == "step":
+        return alpha_max if epoch < decay else alpha_min
+    return alpha_max
+
+
+def official_learning_rate(
+    epoch: int, base_lr: float = 0.1, warmup_epochs: int = 10, cosine_epochs: int = 400, min_lr: float = 1e-4
+) -> float:
+    """Learning rate of the released code at (0-based) `epoch`, constant within the epoch.
+
+    Warm-up per epoch: base_lr (e + 1) / warmup_epochs for e < warmup_epochs (0.01, 0.02, ..., 0.1). Then
+    cosine on the raw epoch: min_lr + (base_lr - min_lr)(1 + cos(pi e / cosine_epochs)) / 2, so epoch 10 gives
+    0.099846 and epoch 400 gives min_lr (= lr * lr_decay_rate^3 = 1e-4 in run.sh).
+    """
+    if epoch < warmup_epochs:
+        return base_lr * (epoch + 1) / warmup_epochs
+    progress = min(epoch, cosine_epochs) / cosine_epochs
+    return min_lr + (base_lr - min_lr) * (1.0 + math.cos(math.pi * progress)) / 2.0
+
+
+__all__ = ["ALPHA_SCHEDULES", "alpha_schedule", "official_learning_rate"]

@@ -1,0 +1,201 @@
+"""The argument dataclasses of a recipe: one YAML key per field, validated when built.
+
+`scripts/train.py` parses `ModelArguments`, `DataArguments`, `MethodArguments` and `AdUniTrainingArguments`
+with `HfArgumentParser`; every check below raises a `ValueError` naming the field before any work starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from transformers import TrainingArguments
+
+from ..schedules import ALPHA_SCHEDULES
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
+@dataclass
+class ModelArguments:
+    """What the model is: `AdUniConfig` fields, plus where to take initial encoder weights from."""
+
+    backbone: str = field(default="resnet18", metadata={"help": "timm model name of the encoder."})
+    projection_dim: int = field(default=128, metadata={"help": "Output size of the projection head."})
+    classifier_dropout: float = field(default=0.5, metadata={"help": "Dropout before the linear classifier."})
+    image_size: int = field(default=384, metadata={"help": "Square input size for training and inference."})
+    zero_init_last: bool = field(
+        default=False,
+        metadata={"help": "Zero-init the last BN of each residual block (timm default; not official)."},
+    )
+    pretrained_backbone: str | None = field(
+        default=None,
+        metadata={"help": "Local .safetensors/.pth file of encoder weights; default: from scratch."},
+    )
+
+    def __post_init__(self) -> None:
+        import timm
+
+        if not timm.is_model(self.backbone):
+            raise ValueError(f"backbone={self.backbone!r} is not a timm model name (e.g. resnet18, resnet50)")
+        _positive("projection_dim", self.projection_dim)
+        _positive("image_size", self.image_size)
+        if not 0 <= self.classifier_dropout < 1:
+            raise ValueError(f"classifier_dropout must be in [0, 1), got {self.classifier_dropout}")
+
+
+@dataclass
+class DataArguments:
+    """Which data, which fold, which augmentation."""
+
+    dataset: str = field(
+        default="digits_lt",
+        metadata={"help": "Builder name (build_dataset), used when dataset_path is not given."},
+    )
+    dataset_path: str | None = field(
+        default=None, metadata={"help": "A dataset written by scripts/prepare_data.py (save_to_disk folder)."}
+    )
+    data_dir: str | None = field(
+        default=None, metadata={"help": "Raw download for the builder of `dataset`."}
+    )
+    num_folds: int = field(default=5, metadata={"help": "Folds when the data set is built here."})
+    fold_seed: int = field(
+        default=42, metadata={"help": "Seed of the fold assignment and the validation split."}
+    )
+    test_fold: int = field(
+        default=0, metadata={"help": "The held-out fold: evaluated only, never trained on."}
+    )
+    val_fraction: float = field(
+        default=0.1,
+        metadata={"help": "Stratified share of the training folds kept for validation (0: none)."},
+    )
+    augmentation: str = field(
+        default="kaggle", metadata={"help": "Training augmentation: kaggle, digits or none."}
+    )
+    imbalance_ratio: float = field(
+        default=10.0, metadata={"help": "digits_lt only: majority/minority ratio."}
+    )
+
+    def __post_init__(self) -> None:
+        from ..data import AUGMENTATIONS, DATASET_BUILDERS
+
+        if self.dataset_path is None and self.dataset not in DATASET_BUILDERS:
+            raise ValueError(f"dataset={self.dataset!r} is unknown; choose one of {sorted(DATASET_BUILDERS)}")
+        if self.augmentation not in AUGMENTATIONS:
+            raise ValueError(
+                f"augmentation={self.augmentation!r} is unknown; choose one of {sorted(AUGMENTATIONS)}"
+            )
+        if self.num_folds < 2:
+            raise ValueError(f"num_folds must be >= 2, got {self.num_folds}")
+        if self.test_fold < 0:
+            raise ValueError(f"test_fold must be >= 0, got {self.test_fold}")
+        if not 0 <= self.val_fraction < 0.5:
+            raise ValueError(f"val_fraction must be in [0, 0.5), got {self.val_fraction}")
+        if self.imbalance_ratio < 1:
+            raise ValueError(f"imbalance_ratio must be >= 1, got {self.imbalance_ratio}")
+
+
+@dataclass
+class MethodArguments:
+    """The training method: its loss, its sampler and, for AdUni, the AduC constants and alpha schedule."""
+
+    method: str = field(default="aduni", metadata={"help": "Loss/method: aduni (AduC) or ce."})
+    sampler: str = field(
+        default="none", metadata={"help": "Training sampler: none (a permutation per epoch)."}
+    )
+    temperature: float = field(
+        default=0.1, metadata={"help": "AduC temperature T of the sample similarities."}
+    )
+    base_temperature: float = field(
+        default=0.07, metadata={"help": "AduC T_b; the loss is scaled by T/T_b (official 0.07: x1.43)."}
+    )
+    beta: float = field(default=1.0, metadata={"help": "Weight of the own-class classifier column."})
+    alpha_schedule: str = field(
+        default="official", metadata={"help": f"Alpha schedule kind: {', '.join(ALPHA_SCHEDULES)}."}
+    )
+    alpha_max: float = field(default=1.0, metadata={"help": "Alpha at the start (and the constant value)."})
+    alpha_min: float = field(default=0.01, metadata={"help": "Alpha at the end."})
+    alpha_decay: float = field(
+        default=1000, metadata={"help": "t_decay of the official/cosine/step schedules."}
+    )
+    logit_adjustment: bool = field(
+        default=True, metadata={"help": "Shift the classifier logits by log prior inside AduC (official)."}
+    )
+
+    def __post_init__(self) -> None:
+        from ..data import SAMPLERS
+        from ..losses import LOSSES
+
+        if self.method not in LOSSES:
+            raise ValueError(f"method={self.method!r} is unknown; choose one of {sorted(LOSSES)}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler={self.sampler!r} is unknown; choose one of {sorted(SAMPLERS)}")
+        if self.alpha_schedule not in ALPHA_SCHEDULES:
+            raise ValueError(
+                f"alpha_schedule={self.alpha_schedule!r} is unknown; choose one of {list(ALPHA_SCHEDULES)}"
+            )
+        _positive("temperature", self.temperature)
+        _positive("base_temperature", self.base_temperature)
+        _positive("beta", self.beta)
+        _positive("alpha_decay", self.alpha_decay)
+        if self.alpha_min < 0:
+            raise ValueError(f"alpha_min must be >= 0, got {self.alpha_min}")
+        if self.alpha_min > self.alpha_max:
+            raise ValueError(f"alpha_min={self.alpha_min} must not exceed alpha_max={self.alpha_max}")
+
+
+@dataclass
+class AdUniTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with the official AdUni optimisation recipe as the default (methods.md 2.5).
+
+    `optimizer_recipe: official` trains with SGD (momentum 0.9, weight decay on all parameters), a per-epoch
+    linear warm-up over `warmup_epochs`, then cosine on the raw epoch to `min_learning_rate` at `cosine_epochs`
+    (default: num_train_epochs). `optimizer_recipe: trainer` uses the Trainer's own `optim` and
+    `lr_scheduler_type` instead.
+    """
+
+    optimizer_recipe: Literal["official", "trainer"] = field(
+        default="official",
+        metadata={"help": "official (SGD, epoch warm-up + cosine) or trainer (optim, scheduler)."},
+    )
+    warmup_epochs: int = field(default=10, metadata={"help": "Official recipe: linear warm-up epochs."})
+    min_learning_rate: float = field(default=1e-4, metadata={"help": "Official recipe: the cosine floor."})
+    cosine_epochs: int | None = field(
+        default=None, metadata={"help": "Official recipe: the cosine horizon (default num_train_epochs)."}
+    )
+    sgd_momentum: float = field(default=0.9, metadata={"help": "Official recipe: SGD momentum."})
+    # Defaults that differ from TrainingArguments: the official recipe and what the two-view data path needs.
+    learning_rate: float = field(default=0.1, metadata={"help": "The initial (peak) learning rate."})
+    weight_decay: float = field(
+        default=1e-4, metadata={"help": "Weight decay (official: on all parameters)."}
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Must stay False: the image column is needed by the transforms."}
+    )
+    eval_strategy: str = field(
+        default="epoch", metadata={"help": "When to evaluate on the validation split."}
+    )
+    logging_strategy: str = field(
+        default="epoch", metadata={"help": "When to log the training loss and alpha."}
+    )
+    save_strategy: str = field(default="no", metadata={"help": "Checkpointing during training."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.min_learning_rate < 0 or self.min_learning_rate > self.learning_rate:
+            raise ValueError(
+                f"min_learning_rate must be in [0, learning_rate={self.learning_rate}], got {self.min_learning_rate}"
+            )
+        if self.cosine_epochs is not None and self.cosine_epochs < 1:
+            raise ValueError(f"cosine_epochs must be >= 1, got {self.cosine_epochs}")
+        if self.remove_unused_columns:
+            raise ValueError("remove_unused_columns must be False: the image column feeds the transforms")
+        if self.dataloader_drop_last:
+            raise ValueError(
+                "dataloader_drop_last would also drop evaluation images (hf.md 2.2); leave it False"
+            )

@@ -1,0 +1,74 @@
+"""Recipes on the command line: `train.py recipe.yaml [--field value ...]`.
+
+The YAML recipe holds argument-dataclass fields. It is turned into `--field value` tokens placed before the
+command-line flags and parsed by one `HfArgumentParser`, so YAML values get the same type conversion and
+choice checks as flags, and a flag given later overrides the recipe. Unknown YAML keys are rejected with the
+file name and the closest valid names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser
+
+
+class RecipeError(ValueError):
+    """A recipe or flag that cannot be used; the message names the field and what is wrong."""
+
+
+def _tokens(key: str, value: Any) -> list[str]:
+    if isinstance(value, bool):
+        return [f"--{key}", "true" if value else "false"]
+    if isinstance(value, (list, tuple)):
+        return [f"--{key}", *(str(v) for v in value)]
+    if isinstance(value, dict):
+        return [f"--{key}", json.dumps(value)]
+    return [f"--{key}", str(value)]
+
+
+def load_recipe(path: str | Path, field_names: Sequence[str]) -> dict[str, Any]:
+    """Read a YAML recipe; every key must be a field of one of the argument dataclasses."""
+    path = Path(path)
+    try:
+        recipe = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise RecipeError(f"{path}: cannot read the recipe: {err}") from err
+    if not isinstance(recipe, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of field: value, got {type(recipe).__name__}")
+    known = set(field_names)
+    for key in recipe:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise RecipeError(f"{path}: unknown field {key!r}{hint}")
+    return recipe
+
+
+def parse_recipe(dataclass_types: Sequence[type], argv: Sequence[str]) -> tuple[Any, ...]:
+    """Parse `[recipe.yaml] [--field value ...]` into instances of `dataclass_types`.
+
+    Raises `RecipeError` for an unknown field or a value a dataclass rejects; argparse itself reports a value
+    of the wrong type or outside a field's choices (and exits with status 2).
+    """
+    parser = HfArgumentParser(list(dataclass_types))
+    argv = list(argv)
+    recipe_tokens: list[str] = []
+    if argv and argv[0].endswith((".yaml", ".yml")):
+        field_names = [f.name for cls in dataclass_types for f in dataclasses.fields(cls) if f.init]
+        recipe = load_recipe(argv.pop(0), field_names)
+        nulls = {key: None for key, value in recipe.items() if value is None}
+        parser.set_defaults(**nulls)
+        for key, value in recipe.items():
+            if value is not None:
+                recipe_tokens += _tokens(key, value)
+    try:
+        return tuple(parser.parse_args_into_dataclasses(args=recipe_tokens + argv, look_for_args_file=False))
+    except ValueError as err:
+        raise RecipeError(str(err)) from err

@@ -1,0 +1,229 @@
+"""One training run, end to end: data -> fold split -> model -> AdUniTrainer -> evaluation -> output_dir."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import datasets
+import yaml
+from transformers import set_seed
+
+from ..configuration_aduni import AdUniConfig
+from ..data import (
+    MultiViewDataset,
+    SingleViewDataset,
+    build_augmentation,
+    build_dataset,
+    collate_views,
+    dataset_metadata,
+    eval_transform,
+    split_by_fold,
+)
+from ..evaluation import build_compute_metrics, format_results_table
+from ..hub import build_image_processor, render_model_card
+from ..losses import LOSSES
+from ..modeling_aduni import AdUniForImageClassification
+from .arguments import AdUniTrainingArguments, DataArguments, MethodArguments, ModelArguments
+from .callbacks import AlphaScheduleCallback
+from .trainer import AdUniTrainer
+
+logger = logging.getLogger(__name__)
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder, so no half-written file remains."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+        handle.write(text)
+        temporary = handle.name
+    os.replace(temporary, path)
+
+
+def load_data(data_args: DataArguments) -> datasets.Dataset:
+    """The fold-annotated dataset: a prepared one from disk, or built here by name."""
+    if data_args.dataset_path is not None:
+        loaded = datasets.load_from_disk(data_args.dataset_path)
+        if isinstance(loaded, datasets.DatasetDict):
+            if list(loaded) != ["train"]:
+                raise ValueError(f"{data_args.dataset_path}: expected one split, found {list(loaded)}")
+            loaded = loaded["train"]
+        return loaded
+    options: dict[str, Any] = {}
+    if data_args.dataset == "digits_lt":
+        options["imbalance_ratio"] = data_args.imbalance_ratio
+    return build_dataset(
+        data_args.dataset,
+        data_dir=data_args.data_dir,
+        num_folds=data_args.num_folds,
+        seed=data_args.fold_seed,
+        **options,
+    )
+
+
+def resolved_config(*argument_groups: Any) -> dict[str, dict[str, Any]]:
+    """Every argument dataclass as plain data (for run_config.yaml)."""
+    resolved = {}
+    for group in argument_groups:
+        values = group.to_dict() if hasattr(group, "to_dict") else dataclasses.asdict(group)
+        resolved[type(group).__name__] = json.loads(json.dumps(values, default=str))
+    return resolved
+
+
+def run_training(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    method_args: MethodArguments,
+    training_args: AdUniTrainingArguments,
+) -> dict[str, float]:
+    """Train on the training folds, validate on the inner split, test on `test_fold`, save everything.
+
+    Leaves in `output_dir`: config.json (with auto_map), model.safetensors, preprocessor_config.json, the
+    remote-code files, run_config.yaml, train/eval/test_results.json and README.md (the model card).
+    Returns the test metrics (`test_accuracy`, `test_macro_f1`, ...).
+    """
+    set_seed(training_args.seed)
+    dataset = load_data(data_args)
+    metadata = dataset_metadata(dataset)
+    splits = split_by_fold(dataset, data_args.test_fold, data_args.val_fraction, seed=data_args.fold_seed)
+    class_names = list(splits.class_names)
+    train_counts = splits.class_counts("train")
+    logger.info(
+        "train %s images, val %s, test %s; train class counts %s",
+        len(splits.train),
+        len(splits.val),
+        len(splits.test),
+        dict(zip(class_names, train_counts, strict=True)),
+    )
+
+    config = AdUniConfig(
+        backbone=model_args.backbone,
+        projection_dim=model_args.projection_dim,
+        classifier_dropout=model_args.classifier_dropout,
+        image_size=model_args.image_size,
+        zero_init_last=model_args.zero_init_last,
+        id2label=dict(enumerate(class_names)),
+        label2id={name: i for i, name in enumerate(class_names)},
+    )
+    model = AdUniForImageClassification(config)
+    if model_args.pretrained_backbone:
+        model.load_backbone_weights(model_args.pretrained_backbone)
+
+    # Class counts for logit adjustment come from the training images only (no validation, no test).
+    loss_fn = LOSSES[method_args.method].from_args(method_args, len(class_names), train_counts)
+    train_dataset = MultiViewDataset(
+        splits.train,
+        build_augmentation(data_args.augmentation, model_args.image_size),
+        num_views=loss_fn.num_views,
+        seed=training_args.seed,
+    )
+    evaluation = eval_transform(model_args.image_size)
+    val_dataset = SingleViewDataset(splits.val, evaluation) if len(splits.val) else None
+    test_dataset = SingleViewDataset(splits.test, evaluation)
+    if val_dataset is None and training_args.eval_strategy != "no":
+        training_args.eval_strategy = "no"  # nothing to validate on: say so instead of failing late
+        logger.warning("val_fraction is 0: no validation during training")
+
+    callbacks = []
+    if loss_fn.uses_alpha:
+        callbacks.append(
+            AlphaScheduleCallback(
+                method_args.alpha_schedule,
+                alpha_max=method_args.alpha_max,
+                alpha_min=method_args.alpha_min,
+                decay=method_args.alpha_decay,
+            )
+        )
+    trainer = AdUniTrainer(
+        model=model,
+        args=training_args,
+        loss_fn=loss_fn,
+        sampler=method_args.sampler,
+        train_dataset=train_dataset,
+        eval_dataset=val_dataset,
+        data_collator=collate_views,
+        compute_metrics=build_compute_metrics(class_names),
+        processing_class=build_image_processor(model_args.image_size),
+        callbacks=callbacks,
+    )
+
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model()
+    trainer.save_metrics("train", train_result.metrics)
+    if val_dataset is not None:
+        trainer.save_metrics("eval", trainer.evaluate())
+    test_metrics = trainer.evaluate(test_dataset, metric_key_prefix="test")
+    trainer.save_metrics("test", test_metrics)
+
+    output_dir = Path(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        write_atomic(
+            output_dir / "run_config.yaml",
+            yaml.safe_dump(
+                resolved_config(model_args, data_args, method_args, training_args), sort_keys=False
+            ),
+        )
+        card = render_model_card(
+            model_name=output_dir.name,
+            model_id=training_args.hub_model_id or output_dir.name,
+            dataset_name=metadata.get("source", data_args.dataset_path or data_args.dataset),
+            class_names=class_names,
+            train_class_counts=train_counts,
+            results=test_metrics,
+            recipe=recipe_summary(model_args, data_args, method_args, training_args),
+            method=method_args.method,
+            test_fold=data_args.test_fold,
+            num_folds=int(metadata.get("num_folds", data_args.num_folds)),
+            backbone=model_args.backbone,
+            projection_dim=model_args.projection_dim,
+            image_size=model_args.image_size,
+            selection_note=(
+                f"The checkpoint with the best validation {training_args.metric_for_best_model} was kept."
+                if training_args.load_best_model_at_end
+                else "The model after the last epoch is reported (no model selection)."
+            ),
+        )
+        write_atomic(output_dir / "README.md", str(card))
+        print(format_results_table(test_metrics, class_names, prefix="test"))
+    if training_args.push_to_hub:
+        trainer.push_to_hub(commit_message=f"AdUni, {method_args.method}, test fold {data_args.test_fold}")
+    return test_metrics
+
+
+def recipe_summary(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    method_args: MethodArguments,
+    args: AdUniTrainingArguments,
+) -> dict[str, Any]:
+    """The settings a reader of the model card needs, in the paper's terms."""
+    summary: dict[str, Any] = {
+        "backbone": f"{model_args.backbone} ({'local weights' if model_args.pretrained_backbone else 'from scratch'})",
+        "image size": f"{model_args.image_size}x{model_args.image_size}",
+        "augmentation": data_args.augmentation,
+        "method / sampler": f"{method_args.method} / {method_args.sampler}",
+        "epochs, batch per device": f"{args.num_train_epochs:g}, {args.per_device_train_batch_size}",
+    }
+    if args.optimizer_recipe == "official":
+        summary["optimiser"] = (
+            f"SGD lr {args.learning_rate:g}, momentum {args.sgd_momentum:g}, weight decay {args.weight_decay:g} "
+            f"(all parameters); {args.warmup_epochs}-epoch warm-up, cosine to {args.min_learning_rate:g}"
+        )
+    else:
+        summary["optimiser"] = f"{args.optim} lr {args.learning_rate:g}, {args.lr_scheduler_type} schedule"
+    if method_args.method == "aduni":
+        summary["AduC"] = (
+            f"T {method_args.temperature:g}, T_b {method_args.base_temperature:g}, beta {method_args.beta:g}, "
+            f"logit adjustment {'on' if method_args.logit_adjustment else 'off'}"
+        )
+        summary["alpha"] = (
+            f"{method_args.alpha_schedule}: {method_args.alpha_max:g} -> {method_args.alpha_min:g}, "
+            f"decay {method_args.alpha_decay:g}"
+        )
+    return summary
