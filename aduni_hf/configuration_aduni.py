@@ -7,10 +7,11 @@ It may import only `transformers` and `timm`.
 
 from __future__ import annotations
 
-from transformers import PreTrainedConfig
+from transformers import GenerationConfig, PreTrainedConfig
 
-# Keyword arguments that `PreTrainedConfig` itself consumes or that `save_pretrained` writes into
-# config.json next to the dataclass fields. Anything else reaching `__post_init__` is a typo.
+# Keyword arguments that `PreTrainedConfig` itself consumes or that `save_pretrained` / `from_pretrained` put
+# next to the dataclass fields (generation parameters such as `use_cache`, which a pipeline passes, are
+# dropped by the base class). Anything else reaching `__post_init__` is a typo.
 _BASE_CONFIG_KWARGS = frozenset(
     {
         "num_labels",
@@ -24,8 +25,10 @@ _BASE_CONFIG_KWARGS = frozenset(
         "attn_implementation",
         "experts_implementation",
         "per_layer_config",
+        "_from_auto",
+        "_from_pipeline",
     }
-)
+) | frozenset(GenerationConfig._get_default_generation_params())
 
 
 class AdUniConfig(PreTrainedConfig):

@@ -1,0 +1,11 @@
+"""Test session set-up: no network, and every Hugging Face cache in a temporary folder."""
+
+import os
+import tempfile
+
+# Set before transformers/datasets/evaluate are imported by any test module.
+_HF_HOME = tempfile.mkdtemp(prefix="aduni-hf-home-")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("HF_HOME", _HF_HOME)
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,120 @@
+"""Recipes: YAML plus flags, and bad fields failing before any work with a message naming the field."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aduni_hf.training import ARGUMENT_CLASSES, RecipeError, parse_recipe
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "configs" / "demo.yaml"
+
+
+def write_recipe(tmp_path, text):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(DEMO.read_text() + text)
+    return str(path)
+
+
+def test_recipe_then_flags(tmp_path):
+    model, data, method, training = parse_recipe(
+        ARGUMENT_CLASSES, [str(DEMO), "--temperature", "0.2", "--num_train_epochs", "1"]
+    )
+    assert model.backbone == "resnet18" and model.image_size == 32
+    assert data.dataset == "digits_lt" and data.augmentation == "digits"
+    assert method.temperature == 0.2 and method.alpha_decay == 75 and method.logit_adjustment is True
+    assert (
+        training.num_train_epochs == 1
+        and training.learning_rate == 0.1
+        and training.optimizer_recipe == "official"
+    )
+    assert training.remove_unused_columns is False
+
+
+@pytest.mark.parametrize("recipe", ["isic2018_aduni.yaml", "aptos2019_aduni.yaml"])
+def test_paper_recipes_parse_to_the_paper_settings(recipe):
+    model, data, method, training = parse_recipe(ARGUMENT_CLASSES, [str(REPO / "configs" / recipe)])
+    assert (model.backbone, model.image_size, data.augmentation) == ("resnet18", 384, "kaggle")
+    assert (method.method, method.temperature, method.base_temperature, method.beta) == (
+        "aduni",
+        0.1,
+        0.07,
+        1.0,
+    )
+    assert (method.alpha_schedule, method.alpha_max, method.alpha_min, method.alpha_decay) == (
+        "official",
+        1.0,
+        0.01,
+        1000,
+    )
+    assert (training.num_train_epochs, training.per_device_train_batch_size) == (400, 128)
+    assert (
+        training.learning_rate,
+        training.weight_decay,
+        training.warmup_epochs,
+        training.min_learning_rate,
+    ) == (
+        0.1,
+        1e-4,
+        10,
+        1e-4,
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("temprature: 0.2\n", "unknown field 'temprature'; did you mean temperature"),
+        ("temperature: 0\n", "temperature must be > 0"),
+        ("temperature: -1.0\n", "temperature must be > 0"),
+        ("alpha_min: 2.0\n", "alpha_min=2.0 must not exceed alpha_max=1.0"),
+        ("alpha_schedule: exponential\n", "alpha_schedule='exponential' is unknown; choose one of"),
+        ("backbone: resnet19\n", "backbone='resnet19' is not a timm model name"),
+        ("method: focal\n", "method='focal' is unknown"),
+        ("augmentation: mixup\n", "augmentation='mixup' is unknown"),
+        ("val_fraction: 0.7\n", "val_fraction must be in"),
+    ],
+)
+def test_bad_recipe_fields_name_the_field(tmp_path, extra, message):
+    with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        parse_recipe(ARGUMENT_CLASSES, [write_recipe(tmp_path, extra)])
+
+
+def test_wrong_type_is_rejected_by_argparse(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_recipe(ARGUMENT_CLASSES, [write_recipe(tmp_path, "temperature: warm\n")])
+    assert exit_info.value.code == 2
+    assert "--temperature" in capsys.readouterr().err
+
+
+def test_unknown_flag_is_rejected():
+    with pytest.raises(RecipeError, match="--temprature"):
+        parse_recipe(ARGUMENT_CLASSES, [str(DEMO), "--temprature", "0.2"])
+
+
+def test_recipe_that_is_not_a_mapping(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(RecipeError, match="mapping"):
+        parse_recipe(ARGUMENT_CLASSES, [str(path)])
+
+
+def test_train_script_fails_before_training(tmp_path):
+    output_dir = tmp_path / "never"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "train.py"),
+            write_recipe(tmp_path, "alpha_min: 5\n"),
+            "--output_dir",
+            str(output_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "alpha_min=5.0 must not exceed alpha_max" in result.stderr
+    assert not output_dir.exists()

@@ -1,0 +1,174 @@
+"""AdUniTrainer on a real (tiny) Trainer run: two-view batches, AduC, alpha and LR schedules, the sampler."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from aduni_hf import AduCLoss, AdUniConfig, AdUniForImageClassification, AdUniTrainer, AlphaScheduleCallback
+from aduni_hf.data import (
+    MultiViewDataset,
+    RandomEpochSampler,
+    SingleViewDataset,
+    build_augmentation,
+    build_dataset,
+    collate_views,
+    eval_transform,
+    split_by_fold,
+)
+from aduni_hf.evaluation import build_compute_metrics
+from aduni_hf.losses import CrossEntropyLoss
+from aduni_hf.schedules import alpha_schedule, official_learning_rate
+from aduni_hf.training import AdUniTrainingArguments
+
+IMAGE_SIZE = 16
+NUM_TRAIN = 40  # 3 steps per epoch at batch 16: 16, 16, 8
+
+
+class RecordingViews(MultiViewDataset):
+    """Records the sampler keys it is asked for (test instrumentation, not a replacement)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.keys = []
+
+    def __getitem__(self, key):
+        self.keys.append(key)
+        return super().__getitem__(key)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return split_by_fold(build_dataset("digits_lt"), test_fold=0, val_fraction=0.1, seed=42)
+
+
+def make_trainer(tmp_path, splits, loss_fn=None, epochs=3, callbacks=None, **overrides):
+    train = splits.train.select(range(NUM_TRAIN))
+    counts = np.bincount(train["label"], minlength=10).tolist()
+    loss_fn = loss_fn if loss_fn is not None else AduCLoss(10, class_counts=counts)
+    args = dict(
+        output_dir=str(tmp_path / "run"),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=16,
+        per_device_eval_batch_size=5,
+        warmup_epochs=1,
+        cosine_epochs=epochs,
+        use_cpu=True,
+        disable_tqdm=True,
+        eval_strategy="no",
+        logging_strategy="steps",
+        logging_steps=1,
+        seed=0,
+    )
+    args.update(overrides)
+    torch.manual_seed(0)
+    model = AdUniForImageClassification(AdUniConfig(num_labels=10, image_size=IMAGE_SIZE))
+    return AdUniTrainer(
+        model=model,
+        args=AdUniTrainingArguments(**args),
+        loss_fn=loss_fn,
+        train_dataset=RecordingViews(
+            train, build_augmentation("digits", IMAGE_SIZE), num_views=loss_fn.num_views, seed=0
+        ),
+        data_collator=collate_views,
+        compute_metrics=build_compute_metrics([str(c) for c in range(10)]),
+        callbacks=callbacks,
+    )
+
+
+def test_alpha_and_learning_rate_follow_the_epoch_schedules(tmp_path, splits):
+    callback = AlphaScheduleCallback("official", alpha_max=1.0, alpha_min=0.01, decay=3)
+    trainer = make_trainer(tmp_path, splits, callbacks=[callback])
+    trainer.train()
+    steps = [log for log in trainer.state.log_history if "loss" in log]
+    assert len(steps) == 9
+    for log in steps:
+        epoch = (log["step"] - 1) // 3
+        assert log["alpha"] == pytest.approx(alpha_schedule(epoch, "official", 1.0, 0.01, 3))
+        expected_lr = official_learning_rate(
+            epoch, base_lr=0.1, warmup_epochs=1, cosine_epochs=3, min_lr=1e-4
+        )
+        assert log["learning_rate"] == pytest.approx(expected_lr)
+        assert np.isfinite(log["loss"])
+    assert {log["alpha"] for log in steps} == {alpha_schedule(e, decay=3) for e in range(3)}
+
+
+def test_official_optimiser_is_sgd_with_decay_on_every_parameter(tmp_path, splits):
+    trainer = make_trainer(tmp_path, splits, epochs=1)
+    trainer.create_optimizer()
+    optimizer = trainer.optimizer
+    assert isinstance(optimizer, torch.optim.SGD) and len(optimizer.param_groups) == 1
+    group = optimizer.param_groups[0]
+    assert group["momentum"] == 0.9 and group["weight_decay"] == 1e-4 and group["lr"] == 0.1
+    assert len(group["params"]) == len(list(trainer.model.parameters()))  # BN and biases included
+
+
+def test_trainer_recipe_uses_the_trainers_optimiser(tmp_path, splits):
+    trainer = make_trainer(tmp_path, splits, epochs=1, optimizer_recipe="trainer", learning_rate=1e-3)
+    trainer.create_optimizer()
+    assert isinstance(trainer.optimizer, torch.optim.AdamW)
+
+
+def test_the_sampler_gets_every_epoch(tmp_path, splits):
+    trainer = make_trainer(tmp_path, splits, epochs=3, learning_rate=0.01)
+    trainer.train()
+    keys = trainer.train_dataset.keys
+    assert len(keys) == 3 * NUM_TRAIN
+    for epoch in range(3):
+        drawn = [k for k in keys if k.epoch == epoch]
+        reference = RandomEpochSampler(trainer.train_dataset.labels, seed=0)
+        reference.set_epoch(epoch)
+        assert drawn == list(reference)  # the trainer's stream is the sampler's, epoch by epoch
+
+
+def test_compute_loss_is_aduc_on_one_view_major_batch(tmp_path, splits):
+    trainer = make_trainer(tmp_path, splits, epochs=1)
+    batch = collate_views([trainer.train_dataset[i] for i in range(6)])
+    model = trainer.model.eval()
+    callback = trainer.alpha_callback
+    callback.alpha = 0.25
+    with torch.no_grad():
+        loss, outputs = trainer.compute_loss(model, batch, return_outputs=True)
+        views = torch.cat(
+            [batch["pixel_values"][:, 0], batch["pixel_values"][:, 1]]
+        )  # view 1 block, view 2 block
+        reference = model(pixel_values=views)
+        expected = trainer.loss_fn(reference.features, reference.logits, batch["labels"], 0.25)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(outputs["logits"], reference.logits[:6])
+
+
+def test_an_alpha_callback_is_added_for_aduc(tmp_path, splits):
+    trainer = make_trainer(tmp_path, splits, epochs=1)
+    assert isinstance(trainer.alpha_callback, AlphaScheduleCallback) and trainer.alpha == 1.0
+
+
+def test_cross_entropy_method_trains_on_one_view(tmp_path, splits):
+    trainer = make_trainer(tmp_path, splits, loss_fn=CrossEntropyLoss(10), epochs=1)
+    assert trainer.alpha_callback is None
+    assert trainer.train_dataset[0]["pixel_values"].shape == (1, 3, IMAGE_SIZE, IMAGE_SIZE)
+    trainer.train()
+    assert "alpha" not in trainer.state.log_history[0]
+    batch = collate_views([trainer.train_dataset[i] for i in range(4)])
+    model = trainer.model.eval()
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, batch)
+        logits = model(pixel_values=batch["pixel_values"][:, 0]).logits
+    torch.testing.assert_close(loss, F.cross_entropy(logits, batch["labels"]))
+
+
+def test_evaluation_sees_every_image_once(tmp_path, splits):
+    trainer = make_trainer(tmp_path, splits, epochs=1)
+    test = SingleViewDataset(splits.test.select(range(17)), eval_transform(IMAGE_SIZE))
+    prediction = trainer.predict(test)
+    assert prediction.predictions.shape == (17, 10)  # batch 5: nothing dropped, nothing padded
+    np.testing.assert_array_equal(prediction.label_ids, splits.test.select(range(17))["label"])
+    metrics = trainer.evaluate(test, metric_key_prefix="test")
+    assert {"test_accuracy", "test_macro_f1", "test_balanced_accuracy", "test_f1_0", "test_f1_9"} <= set(
+        metrics
+    )
+
+
+def test_official_recipe_rejects_drop_last(tmp_path):
+    with pytest.raises(ValueError, match="dataloader_drop_last"):
+        AdUniTrainingArguments(output_dir=str(tmp_path), dataloader_drop_last=True)
