@@ -167,6 +167,13 @@ class AdUniTrainingArguments(TrainingArguments):
         default=None, metadata={"help": "Official recipe: the cosine horizon (default num_train_epochs)."}
     )
     sgd_momentum: float = field(default=0.9, metadata={"help": "Official recipe: SGD momentum."})
+    torch_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "CPU threads for torch. Default: every core when a single process trains on the CPU "
+            "(accelerate launch sets OMP_NUM_THREADS=1 for each process), else torch's own setting."
+        },
+    )
     # Defaults that differ from TrainingArguments: the official recipe and what the two-view data path needs.
     learning_rate: float = field(default=0.1, metadata={"help": "The initial (peak) learning rate."})
     weight_decay: float = field(
@@ -191,6 +198,8 @@ class AdUniTrainingArguments(TrainingArguments):
             raise ValueError(
                 f"min_learning_rate must be in [0, learning_rate={self.learning_rate}], got {self.min_learning_rate}"
             )
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ValueError(f"torch_threads must be >= 1, got {self.torch_threads}")
         if self.cosine_epochs is not None and self.cosine_epochs < 1:
             raise ValueError(f"cosine_epochs must be >= 1, got {self.cosine_epochs}")
         if self.remove_unused_columns:

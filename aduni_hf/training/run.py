@@ -6,11 +6,11 @@ import dataclasses
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import datasets
+import torch
 import yaml
 from transformers import set_seed
 
@@ -29,21 +29,12 @@ from ..evaluation import build_compute_metrics, format_results_table
 from ..hub import build_image_processor, render_model_card
 from ..losses import LOSSES
 from ..modeling_aduni import AdUniForImageClassification
+from ..utils import write_atomic
 from .arguments import AdUniTrainingArguments, DataArguments, MethodArguments, ModelArguments
 from .callbacks import AlphaScheduleCallback
 from .trainer import AdUniTrainer
 
 logger = logging.getLogger(__name__)
-
-
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder, so no half-written file remains."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        handle.write(text)
-        temporary = handle.name
-    os.replace(temporary, path)
 
 
 def load_data(data_args: DataArguments) -> datasets.Dataset:
@@ -65,6 +56,16 @@ def load_data(data_args: DataArguments) -> datasets.Dataset:
         seed=data_args.fold_seed,
         **options,
     )
+
+
+def set_cpu_threads(training_args: AdUniTrainingArguments) -> None:
+    """Use `torch_threads`, or every core for a lone CPU process (accelerate launch pins each process to one)."""
+    threads = training_args.torch_threads
+    if threads is None and training_args.device.type == "cpu" and training_args.world_size == 1:
+        threads = os.cpu_count() or 1
+    if threads is not None and threads != torch.get_num_threads():
+        logger.info("torch uses %d CPU threads", threads)
+        torch.set_num_threads(threads)
 
 
 def resolved_config(*argument_groups: Any) -> dict[str, dict[str, Any]]:
@@ -89,6 +90,7 @@ def run_training(
     Returns the test metrics (`test_accuracy`, `test_macro_f1`, ...).
     """
     set_seed(training_args.seed)
+    set_cpu_threads(training_args)
     dataset = load_data(data_args)
     metadata = dataset_metadata(dataset)
     splits = split_by_fold(dataset, data_args.test_fold, data_args.val_fraction, seed=data_args.fold_seed)
@@ -162,6 +164,27 @@ def run_training(
     trainer.save_metrics("test", test_metrics)
 
     output_dir = Path(training_args.output_dir)
+    trainer.model_card = render_model_card(
+        model_name=output_dir.name,
+        model_id=training_args.hub_model_id or output_dir.name,
+        dataset_name=metadata.get("source", data_args.dataset_path or data_args.dataset),
+        class_names=class_names,
+        train_class_counts=train_counts,
+        results=test_metrics,
+        recipe=recipe_summary(model_args, data_args, method_args, training_args),
+        method=method_args.method,
+        test_fold=data_args.test_fold,
+        num_folds=int(metadata.get("num_folds", data_args.num_folds)),
+        backbone=model_args.backbone,
+        projection_dim=model_args.projection_dim,
+        image_size=model_args.image_size,
+        selection_note=(
+            f"The checkpoint with the best validation {training_args.metric_for_best_model} was kept."
+            if training_args.load_best_model_at_end
+            else "The model after the last epoch is reported (no model selection)."
+        ),
+    )
+    trainer.create_model_card()
     if trainer.is_world_process_zero():
         write_atomic(
             output_dir / "run_config.yaml",
@@ -169,27 +192,6 @@ def run_training(
                 resolved_config(model_args, data_args, method_args, training_args), sort_keys=False
             ),
         )
-        card = render_model_card(
-            model_name=output_dir.name,
-            model_id=training_args.hub_model_id or output_dir.name,
-            dataset_name=metadata.get("source", data_args.dataset_path or data_args.dataset),
-            class_names=class_names,
-            train_class_counts=train_counts,
-            results=test_metrics,
-            recipe=recipe_summary(model_args, data_args, method_args, training_args),
-            method=method_args.method,
-            test_fold=data_args.test_fold,
-            num_folds=int(metadata.get("num_folds", data_args.num_folds)),
-            backbone=model_args.backbone,
-            projection_dim=model_args.projection_dim,
-            image_size=model_args.image_size,
-            selection_note=(
-                f"The checkpoint with the best validation {training_args.metric_for_best_model} was kept."
-                if training_args.load_best_model_at_end
-                else "The model after the last epoch is reported (no model selection)."
-            ),
-        )
-        write_atomic(output_dir / "README.md", str(card))
         print(format_results_table(test_metrics, class_names, prefix="test"))
     if training_args.push_to_hub:
         trainer.push_to_hub(commit_message=f"AdUni, {method_args.method}, test fold {data_args.test_fold}")

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from pathlib import Path
 
 import torch
+from huggingface_hub import ModelCard
 from torch import nn
 from transformers import Trainer
 
 from ..data.samplers import EpochSampler, build_sampler
 from ..schedules import official_learning_rate
+from ..utils import write_atomic
 from .callbacks import AlphaScheduleCallback
 
 
@@ -46,6 +49,7 @@ class AdUniTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.loss_fn = loss_fn.to(self.args.device)
         self.sampler_name = sampler
+        self.model_card: ModelCard | None = None  # the results card; see create_model_card
         self.alpha_callback = next(
             (cb for cb in self.callback_handler.callbacks if isinstance(cb, AlphaScheduleCallback)), None
         )
@@ -79,6 +83,17 @@ class AdUniTrainer(Trainer):
         if "loss" in logs and self.alpha_callback is not None:
             logs["alpha"] = self.alpha
         super().log(logs, start_time)
+
+    def create_model_card(self, **kwargs) -> None:
+        """Write `self.model_card` (the results card `run_training` renders from model_card.md) as README.md.
+
+        `Trainer.push_to_hub` calls this before uploading, so the Hub gets our card rather than the Trainer's
+        draft, which carries no results. Without a card set, the Trainer's draft is written.
+        """
+        if self.model_card is None:
+            return super().create_model_card(**kwargs)
+        if self.is_world_process_zero():
+            write_atomic(Path(self.args.output_dir) / "README.md", str(self.model_card))
 
     # ---- optimisation -----------------------------------------------------------------------------------
     def _official_recipe(self) -> bool:
