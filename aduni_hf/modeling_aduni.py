@@ -68,14 +68,27 @@ def create_backbone(config: AdUniConfig) -> nn.Module:
         return timm.create_model(config.backbone, pretrained=False, **kwargs)
 
 
+def head_linear(in_features: int, out_features: int) -> nn.Linear:
+    """A Linear layer of our heads, flagged so that `_init_weights` initialises it (and no timm Linear)."""
+    layer = nn.Linear(in_features, out_features)
+    layer.is_aduni_head = True
+    return layer
+
+
+def backbone_feature_dim(backbone: nn.Module) -> int:
+    """Size of the pooled feature a headless timm model returns (`head_hidden_size` where a pre-logits layer
+    follows the pooling, as in MobileNetV3; `num_features` otherwise)."""
+    return getattr(backbone, "head_hidden_size", None) or backbone.num_features
+
+
 class AdUniProjectionHead(nn.Module):
     """Linear(d, h) - ReLU - Linear(h, projection_dim), no BatchNorm, then L2 normalisation."""
 
     def __init__(self, in_features: int, hidden_features: int, out_features: int) -> None:
         super().__init__()
-        self.dense = nn.Linear(in_features, hidden_features)
+        self.dense = head_linear(in_features, hidden_features)
         self.activation = nn.ReLU(inplace=True)
-        self.projection = nn.Linear(hidden_features, out_features)
+        self.projection = head_linear(hidden_features, out_features)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:  # (B, d) -> (B, projection_dim)
         return F.normalize(self.projection(self.activation(self.dense(pooled))), dim=1)
@@ -87,7 +100,7 @@ class AdUniClassificationHead(nn.Module):
     def __init__(self, in_features: int, num_labels: int, dropout: float) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)
-        self.dense = nn.Linear(in_features, num_labels)
+        self.dense = head_linear(in_features, num_labels)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:  # (B, d) -> (B, C)
         return self.dense(self.dropout(pooled))
@@ -115,14 +128,14 @@ class AdUniPreTrainedModel(PreTrainedModel):
         """Initialise only our heads, with PyTorch's default nn.Linear rule as in the official code.
 
         The timm encoder keeps timm's own initialisation (Kaiming-normal fan_out convolutions, BatchNorm 1/0);
-        the default `PreTrainedModel._init_weights` would overwrite it with N(0, 0.02) (hf.md 1.3).
+        the default `PreTrainedModel._init_weights` would overwrite it with N(0, 0.02) (hf.md 1.3). The check is
+        on the Linear itself: transformers 5 calls this only for modules with parameters still to initialise,
+        such as a classifier missing from (or resized against) a checkpoint.
         """
-        if isinstance(module, (AdUniProjectionHead, AdUniClassificationHead)):
-            for layer in module.modules():
-                if isinstance(layer, nn.Linear):
-                    nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5))
-                    bound = 1.0 / math.sqrt(layer.in_features)
-                    nn.init.uniform_(layer.bias, -bound, bound)
+        if isinstance(module, nn.Linear) and getattr(module, "is_aduni_head", False):
+            nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            bound = 1.0 / math.sqrt(module.in_features)
+            nn.init.uniform_(module.bias, -bound, bound)
 
 
 class AdUniModel(AdUniPreTrainedModel):
@@ -131,14 +144,14 @@ class AdUniModel(AdUniPreTrainedModel):
     def __init__(self, config: AdUniConfig) -> None:
         super().__init__(config)
         self.backbone = create_backbone(config)
-        feature_dim = self.backbone.num_features
+        feature_dim = backbone_feature_dim(self.backbone)
         hidden = config.projection_hidden_dim or feature_dim
         self.projection_head = AdUniProjectionHead(feature_dim, hidden, config.projection_dim)
         self.post_init()
 
     @property
     def feature_dim(self) -> int:
-        return self.backbone.num_features
+        return backbone_feature_dim(self.backbone)
 
     def load_backbone_weights(self, path: str | Path) -> None:
         """Load encoder weights from a local timm/torchvision checkpoint (.safetensors, .pth or .bin).

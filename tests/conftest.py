@@ -7,5 +7,5 @@ import tempfile
 _HF_HOME = tempfile.mkdtemp(prefix="aduni-hf-home-")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
-os.environ.setdefault("HF_HOME", _HF_HOME)
+os.environ["HF_HOME"] = _HF_HOME  # never the user's cache
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,419 @@
+"""Tests of `AdUniModel` / `AdUniForImageClassification` against methods.md 2.1 and hf.md 1.
+
+Real timm models, built from scratch (no download), at tiny image sizes.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+
+import pytest
+import safetensors.torch
+import timm
+import torch
+import torch.nn.functional as F
+from timm.models.resnet import BasicBlock
+from torch import nn
+from transformers import AutoModel, AutoModelForImageClassification
+
+from aduni_hf import AdUniConfig, AdUniForImageClassification, AdUniModel
+from aduni_hf.modeling_aduni import AdUniClassificationHead, AdUniProjectionHead
+
+IMAGE_SIZE = 32
+NUM_LABELS = 3
+ID2LABEL = {0: "benign", 1: "malignant", 2: "other"}
+
+
+def tiny_config(**kwargs) -> AdUniConfig:
+    kwargs.setdefault("image_size", IMAGE_SIZE)
+    return AdUniConfig(id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()}, **kwargs)
+
+
+def build_model(seed: int = 0, **kwargs) -> AdUniForImageClassification:
+    torch.manual_seed(seed)
+    return AdUniForImageClassification(tiny_config(**kwargs))
+
+
+def images(batch: int = 4, size: int = IMAGE_SIZE, seed: int = 1) -> torch.Tensor:
+    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def model() -> AdUniForImageClassification:
+    return build_model().eval()
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A model trained for one step (so BN buffers are not at their initial values), saved to disk."""
+    model = build_model(seed=3)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    out = model(images(seed=4), labels=torch.tensor([0, 1, 2, 1]))
+    (out.loss + out.features.sum()).backward()
+    optimizer.step()
+    model.eval()
+    directory = tmp_path_factory.mktemp("aduni-model")
+    model.save_pretrained(directory)
+    return model, directory
+
+
+# ----------------------------------------------------------------------------------------------------------
+# outputs
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test__output_shapes_and_unit_features(model):
+    with torch.no_grad():
+        out = model(images(batch=5))
+    assert out.logits.shape == (5, NUM_LABELS)
+    assert out.features.shape == (5, 128)
+    assert out.pooler_output.shape == (5, 512)
+    torch.testing.assert_close(out.features.norm(dim=1), torch.ones(5))
+    assert out.loss is None
+
+
+def test__loss_is_cross_entropy_of_logits(model):
+    labels = torch.tensor([2, 0, 1, 2])
+    with torch.no_grad():
+        out = model(images(), labels=labels)
+    assert out.loss.shape == ()
+    torch.testing.assert_close(out.loss, F.cross_entropy(out.logits, labels))
+
+
+def test__classifier_is_on_the_unnormalised_pooled_feature(model):
+    with torch.no_grad():
+        out = model(images())
+        assert torch.equal(out.logits, model.classifier.dense(out.pooler_output))
+        # the pooled feature is not L2-normalised
+        assert not torch.allclose(out.pooler_output.norm(dim=1), torch.ones(4))
+        head = model.aduni.projection_head
+        expected = F.normalize(head.projection(torch.relu(head.dense(out.pooler_output))), dim=1)
+    torch.testing.assert_close(out.features, expected)
+
+
+def test__bare_model_outputs(model):
+    with torch.no_grad():
+        bare = model.aduni(images())
+        full = model(images())
+    assert isinstance(model.aduni, AdUniModel)
+    assert torch.equal(bare.features, full.features)
+    assert torch.equal(bare.pooler_output, full.pooler_output)
+
+
+def test__dropout_only_in_classifier_branch():
+    """In train mode the features do not depend on the dropout draw; the logits do."""
+    model = build_model().train()
+    x = images(batch=8)
+    torch.manual_seed(10)
+    first = model(x)
+    torch.manual_seed(11)
+    second = model(x)
+    assert torch.equal(first.features, second.features)
+    assert torch.equal(first.pooler_output, second.pooler_output)
+    assert not torch.equal(first.logits, second.logits)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# architecture (methods.md 2.1)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test__classifier_is_dropout_then_linear(model):
+    head = model.classifier
+    assert isinstance(head, AdUniClassificationHead)
+    layers = list(head.children())
+    assert [type(layer) for layer in layers] == [nn.Dropout, nn.Linear]
+    assert layers[0].p == 0.5
+    assert (layers[1].in_features, layers[1].out_features) == (512, NUM_LABELS)
+
+
+def test__projection_head_is_linear_relu_linear_without_batchnorm(model):
+    head = model.aduni.projection_head
+    assert isinstance(head, AdUniProjectionHead)
+    assert [type(layer) for layer in head.children()] == [nn.Linear, nn.ReLU, nn.Linear]
+    dense, _, projection = head.children()
+    assert (dense.in_features, dense.out_features) == (512, 512)
+    assert (projection.in_features, projection.out_features) == (512, 128)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in head.modules())
+
+
+def test__backbone_is_headless_resnet18(model):
+    backbone = model.aduni.backbone
+    assert backbone.num_features == 512
+    assert isinstance(backbone.fc, nn.Identity)
+    assert backbone.drop_rate == 0.0  # no dropout on the feature that feeds the projection head
+    assert [len(getattr(backbone, f"layer{i}")) for i in range(1, 5)] == [2, 2, 2, 2]
+
+
+def test__custom_projection_sizes():
+    model = build_model(projection_dim=32, projection_hidden_dim=64, classifier_dropout=0.1).eval()
+    with torch.no_grad():
+        out = model(images(batch=2))
+    assert out.features.shape == (2, 32)
+    assert model.aduni.projection_head.dense.out_features == 64
+    assert model.classifier.dropout.p == 0.1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# initialisation: timm's backbone init survives post_init (hf.md 1.3); heads use torch's default
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test__backbone_convs_keep_kaiming_normal_fan_out(model):
+    convs = [(n, m) for n, m in model.aduni.backbone.named_modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 20
+    for name, conv in convs:
+        fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        expected = math.sqrt(2.0 / fan_out)
+        assert conv.weight.std().item() == pytest.approx(expected, rel=0.1), name
+        assert abs(conv.weight.mean().item()) < 0.1 * expected, name
+    conv1 = model.aduni.backbone.conv1
+    # 64 * 7 * 7 = 3136 -> 0.02525; the HF default init would give 0.02, wiping timm's.
+    assert conv1.weight.std().item() == pytest.approx(math.sqrt(2.0 / 3136), rel=0.03)
+
+
+def test__batchnorm_init_has_no_zero_init_of_last_bn(model):
+    backbone = model.aduni.backbone
+    blocks = [m for m in backbone.modules() if isinstance(m, BasicBlock)]
+    assert len(blocks) == 8
+    for block in blocks:
+        assert torch.equal(block.bn2.weight, torch.ones_like(block.bn2.weight))
+    for bn in (m for m in backbone.modules() if isinstance(m, nn.BatchNorm2d)):
+        assert torch.equal(bn.weight, torch.ones_like(bn.weight))
+        assert torch.equal(bn.bias, torch.zeros_like(bn.bias))
+        assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
+        assert torch.equal(bn.running_var, torch.ones_like(bn.running_var))
+
+
+def test__zero_init_last_true_zeroes_last_bn():
+    model = build_model(zero_init_last=True)
+    blocks = [m for m in model.aduni.backbone.modules() if isinstance(m, BasicBlock)]
+    assert len(blocks) == 8
+    for block in blocks:
+        assert torch.equal(block.bn2.weight, torch.zeros_like(block.bn2.weight))
+        assert torch.equal(block.bn1.weight, torch.ones_like(block.bn1.weight))
+
+
+def test__heads_use_torch_default_linear_init(model):
+    linears = {
+        "projection.dense": model.aduni.projection_head.dense,
+        "projection.projection": model.aduni.projection_head.projection,
+        "classifier.dense": model.classifier.dense,
+    }
+    for name, linear in linears.items():
+        bound = 1.0 / math.sqrt(linear.in_features)
+        weight, bias = linear.weight.detach(), linear.bias.detach()
+        assert weight.abs().max().item() <= bound, name
+        assert bias.abs().max().item() <= bound, name
+        assert weight.abs().max().item() > 0.9 * bound, name  # spread over the whole interval
+        assert weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.1), name
+        assert bias.abs().sum().item() > 0, name  # not zero-initialised
+
+
+def test__initialisation_is_seeded():
+    a, b = build_model(seed=5), build_model(seed=5)
+    for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(pa, pb), name
+
+
+# ----------------------------------------------------------------------------------------------------------
+# gradients
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test__every_parameter_gets_a_finite_gradient():
+    model = build_model().train()
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    out = model(images(batch=6), labels=labels)
+    targets = F.normalize(torch.randn(6, 128, generator=torch.Generator().manual_seed(2)), dim=1)
+    loss = out.loss - (out.features * targets).sum()
+    loss.backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None, name
+        assert torch.isfinite(param.grad).all(), name
+        assert param.grad.abs().sum() > 0, name
+
+
+# ----------------------------------------------------------------------------------------------------------
+# other timm backbones
+# ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("backbone", "size", "dim"), [("resnet10t", 32, 512), ("vit_tiny_patch16_224", 224, 192)]
+)
+def test__other_backbones_build_and_run(backbone, size, dim):
+    model = build_model(backbone=backbone).eval()
+    assert model.aduni.feature_dim == dim
+    with torch.no_grad():
+        out = model(images(batch=2, size=size), labels=torch.tensor([0, 2]))
+    assert out.logits.shape == (2, NUM_LABELS)
+    assert out.pooler_output.shape == (2, dim)
+    assert out.features.shape == (2, 128)
+    assert torch.isfinite(out.loss)
+
+
+def test__backbone_with_head_hidden_size_runs():
+    model = build_model(backbone="mobilenetv3_small_050").eval()
+    with torch.no_grad():
+        out = model(images(batch=2))
+    assert out.logits.shape == (2, NUM_LABELS)
+    assert out.pooler_output.shape[1] == model.aduni.feature_dim
+
+
+# ----------------------------------------------------------------------------------------------------------
+# load_backbone_weights
+# ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def timm_checkpoint():
+    torch.manual_seed(123)
+    reference = timm.create_model("resnet18", pretrained=False)  # 1000-class fc
+    return {k: v.contiguous() for k, v in reference.state_dict().items()}
+
+
+def test__load_backbone_weights_from_safetensors(tmp_path, timm_checkpoint):
+    assert "fc.weight" in timm_checkpoint and timm_checkpoint["fc.weight"].shape == (1000, 512)
+    path = tmp_path / "resnet18.safetensors"
+    safetensors.torch.save_file(timm_checkpoint, str(path))
+    model = build_model(seed=0)
+    heads_before = {k: v.clone() for k, v in model.classifier.state_dict().items()}
+    model.load_backbone_weights(path)
+    own = model.aduni.backbone.state_dict()
+    assert set(own) == set(timm_checkpoint) - {"fc.weight", "fc.bias"}
+    for key, value in own.items():
+        assert torch.equal(value, timm_checkpoint[key]), key
+    for key, value in model.classifier.state_dict().items():
+        assert torch.equal(value, heads_before[key]), key
+
+
+def test__load_backbone_weights_from_pth_with_module_prefix(tmp_path, timm_checkpoint):
+    path = tmp_path / "resnet18.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in timm_checkpoint.items()}}, path)
+    model = build_model(seed=0)
+    model.aduni.load_backbone_weights(path)
+    for key, value in model.aduni.backbone.state_dict().items():
+        assert torch.equal(value, timm_checkpoint[key]), key
+
+
+def test__load_backbone_weights_missing_key_raises(tmp_path, timm_checkpoint):
+    partial = {k: v for k, v in timm_checkpoint.items() if k != "layer3.0.conv1.weight"}
+    path = tmp_path / "partial.safetensors"
+    safetensors.torch.save_file(partial, str(path))
+    model = build_model(seed=0)
+    before = model.aduni.backbone.conv1.weight.clone()
+    with pytest.raises(ValueError, match="layer3.0.conv1.weight"):
+        model.load_backbone_weights(path)
+    assert torch.equal(model.aduni.backbone.conv1.weight, before)  # nothing half-loaded
+
+
+def test__load_backbone_weights_shape_mismatch_raises(tmp_path, timm_checkpoint):
+    bad = dict(timm_checkpoint)
+    bad["conv1.weight"] = torch.zeros(32, 3, 7, 7)
+    path = tmp_path / "bad.safetensors"
+    safetensors.torch.save_file(bad, str(path))
+    with pytest.raises(ValueError, match="conv1.weight"):
+        build_model(seed=0).load_backbone_weights(path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# save_pretrained / from_pretrained
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test__save_pretrained_writes_weights_config_and_remote_code(saved):
+    _, directory = saved
+    names = {p.name for p in directory.iterdir()}
+    assert {"model.safetensors", "config.json", "configuration_aduni.py", "modeling_aduni.py"} <= names
+    config = json.loads((directory / "config.json").read_text())
+    assert config["model_type"] == "aduni"
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_aduni.AdUniConfig",
+        "AutoModel": "modeling_aduni.AdUniModel",
+        "AutoModelForImageClassification": "modeling_aduni.AdUniForImageClassification",
+    }
+    assert config["id2label"] == {str(k): v for k, v in ID2LABEL.items()}
+    # the remote-code files must not import the package (hf.md 1.4)
+    for name in ("configuration_aduni.py", "modeling_aduni.py"):
+        assert not any(module.startswith("aduni_hf") for module in imported_modules(directory / name)), name
+
+
+def imported_modules(path) -> set[str]:
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            modules.add("." * node.level + (node.module or ""))
+    return modules
+
+
+def test__auto_model_for_image_classification_round_trip(saved):
+    model, directory = saved
+    loaded = AutoModelForImageClassification.from_pretrained(directory).eval()
+    assert type(loaded) is AdUniForImageClassification
+    assert loaded.config.id2label == ID2LABEL
+    x = images(seed=7)
+    with torch.no_grad():
+        expected, got = model(x), loaded(x)
+    assert torch.equal(expected.logits, got.logits)
+    assert torch.equal(expected.features, got.features)
+    buffers = dict(model.named_buffers())
+    assert len(buffers) == 60  # 20 BN layers x (running_mean, running_var, num_batches_tracked)
+    for name, buffer in loaded.named_buffers():
+        assert torch.equal(buffer, buffers[name]), name
+    assert not torch.equal(buffers["aduni.backbone.bn1.running_mean"], torch.zeros(64))  # really trained
+    for name, param in loaded.named_parameters():
+        assert torch.equal(param, model.state_dict()[name]), name
+
+
+def test__auto_model_round_trip_gives_the_bare_model(saved):
+    model, directory = saved
+    bare = AutoModel.from_pretrained(directory).eval()
+    assert type(bare) is AdUniModel
+    x = images(seed=8)
+    with torch.no_grad():
+        expected, got = model(x), bare(x)
+    assert torch.equal(expected.features, got.features)
+    assert torch.equal(expected.pooler_output, got.pooler_output)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# heads that from_pretrained has to create (missing from the checkpoint or of another size)
+# ----------------------------------------------------------------------------------------------------------
+
+def assert_default_linear_init(linear: nn.Linear) -> None:
+    bound = 1.0 / math.sqrt(linear.in_features)
+    weight, bias = linear.weight.detach(), linear.bias.detach()
+    assert torch.isfinite(weight).all() and torch.isfinite(bias).all()
+    assert weight.abs().max().item() <= bound and bias.abs().max().item() <= bound
+    assert weight.abs().max().item() > 0.9 * bound
+    assert weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.15)
+
+
+def test__classifier_from_a_bare_checkpoint_is_initialised(saved, tmp_path):
+    model, _ = saved
+    model.aduni.save_pretrained(tmp_path)  # an AdUniModel checkpoint: no classifier
+    config = tiny_config()
+    config.id2label = {i: f"class{i}" for i in range(6)}  # a size no other test uses
+    config.label2id = {v: k for k, v in config.id2label.items()}
+    loaded = AdUniForImageClassification.from_pretrained(tmp_path, config=config)
+    for key, value in model.aduni.state_dict().items():
+        assert torch.equal(loaded.aduni.state_dict()[key], value), key
+    assert_default_linear_init(loaded.classifier.dense)
+
+
+def test__classifier_of_another_size_is_initialised(saved):
+    _, directory = saved
+    loaded = AutoModelForImageClassification.from_pretrained(
+        directory,
+        id2label={i: f"class{i}" for i in range(5)},
+        label2id={f"class{i}": i for i in range(5)},
+        ignore_mismatched_sizes=True,
+    )
+    assert loaded.classifier.dense.weight.shape == (5, 512)
+    assert_default_linear_init(loaded.classifier.dense)
