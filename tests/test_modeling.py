@@ -386,6 +386,7 @@ def test__auto_model_round_trip_gives_the_bare_model(saved):
 # heads that from_pretrained has to create (missing from the checkpoint or of another size)
 # ----------------------------------------------------------------------------------------------------------
 
+
 def assert_default_linear_init(linear: nn.Linear) -> None:
     bound = 1.0 / math.sqrt(linear.in_features)
     weight, bias = linear.weight.detach(), linear.bias.detach()

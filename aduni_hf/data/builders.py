@@ -91,7 +91,9 @@ def fold_dataset(
         "fold_method": "StratifiedGroupKFold" if groups is not None else "StratifiedKFold",
         "class_names": list(class_names),
         "class_counts": counts.tolist(),
-        "fold_counts": [np.bincount(labels[folds == f], minlength=len(class_names)).tolist() for f in range(num_folds)],
+        "fold_counts": [
+            np.bincount(labels[folds == f], minlength=len(class_names)).tolist() for f in range(num_folds)
+        ],
         **(extra_metadata or {}),
     }
     features = datasets.Features(features)

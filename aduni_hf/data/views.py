@@ -39,7 +39,9 @@ class MultiViewDataset(Dataset):
     a plain int index is taken as draw `index` of epoch 0.
     """
 
-    def __init__(self, dataset: datasets.Dataset, transform: ImageTransform, num_views: int = 2, seed: int = 0):
+    def __init__(
+        self, dataset: datasets.Dataset, transform: ImageTransform, num_views: int = 2, seed: int = 0
+    ):
         if num_views < 1:
             raise ValueError(f"num_views must be >= 1, got {num_views}")
         self.dataset = dataset.select_columns(["image", "label"])
@@ -56,7 +58,10 @@ class MultiViewDataset(Dataset):
         epoch, draw, index = key
         row = self.dataset[int(index)]
         image = as_rgb(row["image"])
-        views = [seeded(self.transform, image, view_seed(self.seed, epoch, draw, index, v)) for v in range(self.num_views)]
+        views = [
+            seeded(self.transform, image, view_seed(self.seed, epoch, draw, index, v))
+            for v in range(self.num_views)
+        ]
         return {"pixel_values": torch.stack(views), "labels": row["label"]}
 
     @property

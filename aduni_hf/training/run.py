@@ -189,7 +189,20 @@ def run_training(
         write_atomic(
             output_dir / "run_config.yaml",
             yaml.safe_dump(
-                resolved_config(model_args, data_args, method_args, training_args), sort_keys=False
+                {
+                    **resolved_config(model_args, data_args, method_args, training_args),
+                    "data": {
+                        "class_names": class_names,
+                        "train_class_counts": train_counts,  # what logit adjustment used
+                        "num_images": {
+                            "train": len(splits.train),
+                            "val": len(splits.val),
+                            "test": len(splits.test),
+                        },
+                        "dataset_metadata": {k: v for k, v in metadata.items() if k != "invalid_items"},
+                    },
+                },
+                sort_keys=False,
             ),
         )
         print(format_results_table(test_metrics, class_names, prefix="test"))

@@ -1,0 +1,115 @@
+"""`csv`: a CSV with an image-path column and a class-name column (class names = sorted distinct labels).
+
+```
+data_dir/labels.csv     path,label[,id][,group]   e.g. images/a.jpg,melanoma
+data_dir/images/...     paths are relative to the CSV's folder, else to data_dir, or absolute
+```
+`data_dir` is the CSV file itself, or a folder with `csv_file` in it (default: the folder's only CSV). An
+optional `group_column` (e.g. a patient or lesion id) makes the folds grouped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import datasets
+
+from .assemble import RawItem, assemble_dataset
+from .builders import register_dataset
+from .csv_table import read_csv_table
+from .validation import DataValidationError, InvalidItems
+
+
+def find_csv(data_dir: Path, csv_file: str | None) -> Path:
+    """The labels CSV: data_dir itself, data_dir/csv_file (or csv_file as given), or the folder's only CSV."""
+    if data_dir.is_file():
+        return data_dir
+    if csv_file is not None:
+        path = Path(csv_file)
+        return path if path.is_absolute() or path.is_file() else data_dir / path
+    found = sorted(data_dir.glob("*.csv")) if data_dir.is_dir() else []
+    if len(found) != 1:
+        raise DataValidationError(
+            f"csv: give the labels CSV with csv_file (--csv_file); found {[p.name for p in found]} in {data_dir}"
+        )
+    return found[0]
+
+
+def resolve_image_path(text: str, csv_dir: Path, data_dir: Path) -> Path:
+    """An absolute path as is; a relative one against the CSV's folder, else data_dir (the first that exists)."""
+    path = Path(text)
+    if path.is_absolute():
+        return path
+    for base in (csv_dir, data_dir):
+        if (base / path).exists():
+            return base / path
+    return csv_dir / path
+
+
+@register_dataset("csv")
+def build_csv(
+    data_dir: str | None = None,
+    num_folds: int = 5,
+    seed: int = 42,
+    image_size: int | None = None,
+    skip_invalid: bool = False,
+    csv_file: str | None = None,
+    path_column: str = "path",
+    label_column: str = "label",
+    id_column: str | None = None,
+    group_column: str | None = None,
+    cache_dir: str | None = None,
+    num_workers: int = 0,
+) -> datasets.Dataset:
+    """CSV-listed data set (module docstring). The image id is `id_column`, else the path as written."""
+    if data_dir is None and csv_file is None:
+        raise ValueError("csv needs data_dir (the CSV, or its folder) or csv_file")
+    root = Path(data_dir) if data_dir is not None else Path(csv_file).parent
+    table = find_csv(root, csv_file)
+    data_root = root if root.is_dir() else table.parent
+    invalid = InvalidItems(skip_invalid, source=f"csv ({table})")
+    required = [path_column, label_column] + [c for c in (id_column, group_column) if c is not None]
+    _, rows = read_csv_table(table, required, invalid, id_column=id_column or path_column)
+    first_line: dict[str, int] = {}
+    kept = []
+    for row in rows:
+        path_text, label = row.values[path_column], row.values[label_column]
+        image_id = row.values[id_column] if id_column is not None else path_text
+        location = row.location(table)
+        empty = [c for c in required if not row.values[c]]
+        if empty:
+            invalid.add(image_id, location, f"empty {', '.join(empty)}")
+            continue
+        if image_id in first_line:
+            invalid.add(image_id, location, f"duplicate image id (first on line {first_line[image_id]})")
+            continue
+        first_line[image_id] = row.line
+        kept.append((row, image_id, label, location))
+    invalid.check(f"reading {table.name}")
+    if not kept:
+        raise DataValidationError(f"{table}: no data rows")
+    class_names = sorted({label for _, _, label, _ in kept})
+    label_index = {name: index for index, name in enumerate(class_names)}
+    items = [
+        RawItem(
+            image_id,
+            resolve_image_path(row.values[path_column], table.parent, data_root),
+            label_index[label],
+            location,
+            group=row.values[group_column] if group_column is not None else None,
+        )
+        for row, image_id, label, location in kept
+    ]
+    return assemble_dataset(
+        items,
+        class_names,
+        source="csv",
+        num_folds=num_folds,
+        seed=seed,
+        invalid=invalid,
+        image_size=image_size,
+        cache_dir=cache_dir,
+        num_workers=num_workers,
+        grouped=group_column is not None,
+        extra_metadata={"csv_file": table.name},
+    )

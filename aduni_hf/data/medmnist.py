@@ -1,0 +1,149 @@
+"""`dermamnist` and `retinamnist`: MedMNIST .npz files as the medmnist package writes them.
+
+An npz holds train_images, train_labels, val_images, val_labels, test_images, test_labels: images uint8
+(N, H, W, 3) or (N, H, W), H = W from 28 to 224; labels (N, 1). `data_dir` is the .npz file, or a folder with
+`<name>.npz` (or one `<name>_<size>.npz`, or `medmnist_file`). The official split is kept as a `split` column
+(train / val / test) and the folds are assigned over all images. No download: the file must be on disk.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from functools import partial
+from pathlib import Path
+
+import datasets
+import numpy as np
+from PIL import Image
+
+from .assemble import finalize_dataset
+from .builders import register_dataset
+from .image_files import resize_like_transform, stored_image
+from .validation import DataValidationError, InvalidItems
+
+SPLITS = ("train", "val", "test")
+# MedMNIST's label order (INFO["dermamnist"]["label"]); the same 7 classes as ISIC2018 / HAM10000.
+DERMAMNIST_CLASS_NAMES = (
+    "actinic keratoses and intraepithelial carcinoma",
+    "basal cell carcinoma",
+    "benign keratosis-like lesions",
+    "dermatofibroma",
+    "melanoma",
+    "melanocytic nevi",
+    "vascular lesions",
+)
+RETINAMNIST_CLASS_NAMES = ("0", "1", "2", "3", "4")  # diabetic retinopathy grades, as MedMNIST names them
+
+
+def find_npz(data_dir: Path, name: str, medmnist_file: str | None) -> Path:
+    """The npz: data_dir itself, data_dir/medmnist_file, data_dir/<name>.npz or the only data_dir/<name>_*.npz."""
+    if data_dir.is_file():
+        return data_dir
+    if medmnist_file is not None:
+        path = Path(medmnist_file)
+        path = path if path.is_absolute() or path.is_file() else data_dir / path
+        if not path.is_file():
+            raise DataValidationError(f"{name}: MedMNIST file {path} does not exist")
+        return path
+    if (data_dir / f"{name}.npz").is_file():
+        return data_dir / f"{name}.npz"
+    candidates = sorted(data_dir.glob(f"{name}_*.npz")) if data_dir.is_dir() else []
+    if len(candidates) != 1:
+        raise DataValidationError(
+            f"{name}: expected one {name}.npz (or {name}_<size>.npz) in {data_dir}, found "
+            f"{[p.name for p in candidates]}; give the file as data_dir or with medmnist_file"
+        )
+    return candidates[0]
+
+
+def read_medmnist(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """split -> (images (N, H, W, C) uint8, labels (N,) int64), with the layout checked."""
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise DataValidationError(f"{path}: cannot read as a .npz file ({error})") from error
+    with archive:
+        missing = [
+            f"{s}_{k}" for s in SPLITS for k in ("images", "labels") if f"{s}_{k}" not in archive.files
+        ]
+        if missing:
+            raise DataValidationError(f"{path}: missing array(s) {missing} (found {sorted(archive.files)})")
+        splits = {}
+        for split in SPLITS:
+            images, labels = archive[f"{split}_images"], archive[f"{split}_labels"]
+            if (
+                images.dtype != np.uint8
+                or images.ndim not in (3, 4)
+                or (images.ndim == 4 and images.shape[-1] != 3)
+            ):
+                raise DataValidationError(
+                    f"{path}: {split}_images must be uint8 (N, H, W) or (N, H, W, 3), got {images.dtype} {images.shape}"
+                )
+            if labels.ndim == 2 and labels.shape[1] == 1:
+                labels = labels[:, 0]
+            if labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):
+                raise DataValidationError(
+                    f"{path}: {split}_labels must be integers of shape ({len(images)}, 1), got {labels.dtype} "
+                    f"{labels.shape}"
+                )
+            splits[split] = (images, labels.astype(np.int64))
+    return splits
+
+
+def build_medmnist(
+    name: str,
+    class_names: tuple[str, ...],
+    data_dir: str | None = None,
+    num_folds: int = 5,
+    seed: int = 42,
+    image_size: int | None = None,
+    skip_invalid: bool = False,
+    medmnist_file: str | None = None,
+    cache_dir: str | None = None,
+    num_workers: int = 0,
+) -> datasets.Dataset:
+    """A MedMNIST data set (module docstring). `num_workers` is accepted for a uniform interface and unused."""
+    del num_workers
+    if data_dir is None and medmnist_file is None:
+        raise ValueError(f"{name} needs data_dir: the {name}.npz file or its folder")
+    path = find_npz(Path(data_dir) if data_dir is not None else Path("."), name, medmnist_file)
+    invalid = InvalidItems(skip_invalid, source=f"{name} ({path})")
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    images, labels, image_ids, splits = [], [], [], []
+    for split, (pixels, grades) in read_medmnist(path).items():
+        for index, (array, label) in enumerate(zip(pixels, grades, strict=True)):
+            image_id = f"{split}_{index:05d}"
+            if not 0 <= label < len(class_names):
+                invalid.add(
+                    image_id,
+                    f"{path.name} {split}_labels[{index}]",
+                    f"label {label} is outside 0..{len(class_names) - 1}",
+                )
+                continue
+            image = Image.fromarray(array).convert("RGB")
+            if image_size is not None:
+                image = resize_like_transform(image, image_size)
+            cache_path = Path(cache_dir) / f"{image_id}.png" if cache_dir is not None else None
+            images.append(stored_image(image, f"{image_id}.png", cache_path))
+            labels.append(int(label))
+            image_ids.append(image_id)
+            splits.append(split)
+    invalid.check(f"reading {path.name}")
+    return finalize_dataset(
+        images,
+        labels,
+        image_ids,
+        class_names,
+        source=name,
+        num_folds=num_folds,
+        seed=seed,
+        invalid=invalid,
+        image_size=image_size,
+        extra_columns={"split": (splits, datasets.Value("string"))},
+        extra_metadata={"medmnist_file": path.name, "split_counts": {s: splits.count(s) for s in SPLITS}},
+    )
+
+
+register_dataset("dermamnist")(partial(build_medmnist, "dermamnist", DERMAMNIST_CLASS_NAMES))
+register_dataset("retinamnist")(partial(build_medmnist, "retinamnist", RETINAMNIST_CLASS_NAMES))

@@ -1,0 +1,87 @@
+"""Bad input: one error type, one record per bad item, and the rule "raise by default, leave out and report
+only when asked".
+
+Builders collect every problem of a pass (all CSV rows, then all images) in an `InvalidItems` list and call
+`check()` at the end of the pass, so an error lists every bad row at once and is raised before anything is
+written. With `skip_invalid=True` the bad items are left out, logged, and recorded in the data set's metadata
+(`dataset_metadata(ds)["invalid_items"]`); `prepare_dataset` writes them to `OUT/invalid_items.csv`.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+# How many items an error message or a log line lists before "... and N more".
+MAX_LISTED = 20
+
+
+class DataValidationError(ValueError):
+    """Raw data that cannot be turned into a data set as it is: names the file (and CSV line) and the problem."""
+
+
+@dataclass(frozen=True)
+class InvalidItem:
+    """One bad item: which image (id, or "" when unknown), where (file, or "file line N"), and why."""
+
+    image_id: str
+    location: str
+    reason: str
+
+    def __str__(self) -> str:
+        name = f" [{self.image_id}]" if self.image_id else ""
+        return f"{self.location}{name}: {self.reason}"
+
+
+class InvalidItems:
+    """The bad items found so far; `check()` raises unless they are to be skipped."""
+
+    def __init__(self, skip_invalid: bool, source: str) -> None:
+        self.skip_invalid = skip_invalid
+        self.source = source
+        self.items: list[InvalidItem] = []
+        self._checked = 0
+
+    def add(self, image_id: str, location: str, reason: str) -> None:
+        self.items.append(InvalidItem(image_id=image_id, location=location, reason=reason))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[InvalidItem]:
+        return iter(self.items)
+
+    def check(self, stage: str) -> None:
+        """End of a pass: raise `DataValidationError` listing the new items, or log them when skipping."""
+        new = self.items[self._checked :]
+        self._checked = len(self.items)
+        if not new:
+            return
+        listing = "\n".join(f"  - {item}" for item in new[:MAX_LISTED])
+        if len(new) > MAX_LISTED:
+            listing += f"\n  ... and {len(new) - MAX_LISTED} more"
+        if not self.skip_invalid:
+            raise DataValidationError(
+                f"{self.source}: {len(new)} invalid item(s) found while {stage}:\n{listing}\n"
+                "Fix them, or pass --skip_invalid (skip_invalid=True) to leave them out and list them in "
+                "invalid_items.csv."
+            )
+        logger.warning(
+            "%s: leaving out %d invalid item(s) found while %s:\n%s", self.source, len(new), stage, listing
+        )
+
+    def as_records(self) -> list[dict[str, str]]:
+        return [asdict(item) for item in self.items]
+
+
+def write_invalid_items(records: list[dict[str, str]], path: str | Path) -> None:
+    """Write the report of left-out items as CSV with columns image_id, location, reason."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["image_id", "location", "reason"])
+        writer.writeheader()
+        writer.writerows(records)
