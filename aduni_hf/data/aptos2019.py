@@ -18,7 +18,7 @@ import datasets
 from .assemble import RawItem, assemble_dataset, match_image_files
 from .builders import register_dataset
 from .csv_table import read_csv_table
-from .validation import DataValidationError, InvalidItems
+from .validation import InvalidItems, require_layout
 
 TRAIN_CSV = "train.csv"
 TRAIN_IMAGES = "train_images"
@@ -51,13 +51,7 @@ def build_aptos2019(
         raise ValueError("aptos2019 needs data_dir: the folder holding train.csv and train_images/")
     root = Path(data_dir)
     labels_csv, image_dir = root / TRAIN_CSV, root / TRAIN_IMAGES
-    for required in (labels_csv, image_dir):
-        if not required.exists():
-            present = sorted(p.name for p in root.iterdir()) if root.is_dir() else "data_dir does not exist"
-            raise DataValidationError(
-                f"aptos2019: {required} not found; expected the official layout {TRAIN_CSV} and {TRAIN_IMAGES}/ "
-                f"in {root} (found: {present})"
-            )
+    require_layout("aptos2019", root, (labels_csv, image_dir), f"{TRAIN_CSV} and {TRAIN_IMAGES}/")
     invalid = InvalidItems(skip_invalid, source=f"aptos2019 ({root})")
     _, rows = read_csv_table(labels_csv, ["id_code", "diagnosis"], invalid, id_column="id_code")
     first_line: dict[str, int] = {}

@@ -24,7 +24,7 @@ import datasets
 from .assemble import RawItem, assemble_dataset, match_image_files
 from .builders import register_dataset
 from .csv_table import CsvRow, read_csv_table
-from .validation import DataValidationError, InvalidItems
+from .validation import DataValidationError, InvalidItems, require_layout
 
 logger = logging.getLogger(__name__)
 
@@ -111,13 +111,9 @@ def build_isic2018(
     ground_truth = root / GROUND_TRUTH_DIR / GROUND_TRUTH_CSV
     if not ground_truth.is_file() and (root / GROUND_TRUTH_CSV).is_file():
         ground_truth = root / GROUND_TRUTH_CSV
-    for required in (input_dir, ground_truth):
-        if not required.exists():
-            present = sorted(p.name for p in root.iterdir()) if root.is_dir() else "data_dir does not exist"
-            raise DataValidationError(
-                f"isic2018: {required} not found; expected the official layout {INPUT_DIR}/ and "
-                f"{GROUND_TRUTH_DIR}/{GROUND_TRUTH_CSV} in {root} (found: {present})"
-            )
+    require_layout(
+        "isic2018", root, (input_dir, ground_truth), f"{INPUT_DIR}/ and {GROUND_TRUTH_DIR}/{GROUND_TRUTH_CSV}"
+    )
     invalid = InvalidItems(skip_invalid, source=f"isic2018 ({root})")
 
     header, rows = read_csv_table(ground_truth, ["image"], invalid, id_column="image")

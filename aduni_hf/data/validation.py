@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -85,3 +85,13 @@ def write_invalid_items(records: list[dict[str, str]], path: str | Path) -> None
         writer = csv.DictWriter(handle, fieldnames=["image_id", "location", "reason"])
         writer.writeheader()
         writer.writerows(records)
+
+
+def require_layout(source: str, root: Path, required: Sequence[Path], layout: str) -> None:
+    """Raise a `DataValidationError` naming the first missing path of an official layout and what `root` holds."""
+    for path in required:
+        if not path.exists():
+            present = sorted(p.name for p in root.iterdir()) if root.is_dir() else "data_dir does not exist"
+            raise DataValidationError(
+                f"{source}: {path} not found; expected the official layout {layout} in {root} (found: {present})"
+            )
