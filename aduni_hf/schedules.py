@@ -29,8 +29,9 @@ def alpha_schedule(
         cosine: the paper's Eq. 4 with the weight normalised to [0, 1]:
             w = (1 + cos(pi min(e, decay) / decay)) / 2, alpha = w a_max + (1 - w) a_min. With decay 1000 and
             400 epochs it only reaches 0.66.
-        linear: a_max -> a_min over `num_epochs` (required). The official 'linear' mode also sets
-            beta = 1 - alpha; here beta stays fixed.
+        linear: a_max at epoch 0 -> a_min at the last epoch, num_epochs - 1 (num_epochs required). The
+            official mode computes a_max - (a_max - a_min) e / E over its epochs 0..E, which is this with
+            num_epochs = E + 1; it also sets beta = 1 - alpha, while here beta stays fixed.
         step: a_max before epoch `decay`, a_min from it on.
         constant: a_max throughout ("AdUni w/o AduC").
     """
