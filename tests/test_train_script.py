@@ -50,7 +50,7 @@ def test_results_and_table(demo_run):
         assert 0.0 <= results[key] <= 1.0, key
     assert "macro-F1" in stdout and "F1 9" in stdout
     run_config = yaml.safe_load((output_dir / "run_config.yaml").read_text())
-    assert run_config["MethodArguments"]["alpha_decay"] == 75
+    assert run_config["MethodArguments"]["alpha_decay"] == 22
     assert run_config["AdUniTrainingArguments"]["num_train_epochs"] == 1
 
 

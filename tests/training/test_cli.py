@@ -24,7 +24,7 @@ def test_recipe_then_flags(tmp_path):
     )
     assert model.backbone == "resnet18" and model.image_size == 32
     assert data.dataset == "digits_lt" and data.augmentation == "digits"
-    assert method.temperature == 0.2 and method.alpha_decay == 75 and method.logit_adjustment is True
+    assert method.temperature == 0.2 and method.alpha_decay == 22 and method.logit_adjustment is True
     assert (
         training.num_train_epochs == 1
         and training.learning_rate == 0.1
