@@ -128,6 +128,8 @@ def run_training(
     evaluation = eval_transform(model_args.image_size)
     val_dataset = SingleViewDataset(splits.val, evaluation) if len(splits.val) else None
     test_dataset = SingleViewDataset(splits.test, evaluation)
+    if val_dataset is None and training_args.load_best_model_at_end:
+        raise ValueError("load_best_model_at_end selects on the validation split, but val_fraction is 0")
     if val_dataset is None and training_args.eval_strategy != "no":
         training_args.eval_strategy = "no"  # nothing to validate on: say so instead of failing late
         logger.warning("val_fraction is 0: no validation during training")
