@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..distributed import gather_contrast_set
 from .registry import register_loss
 
 # The official code adds 1e-9 inside log(prior) and 1e-12 to the weighted positive count.
@@ -29,30 +30,45 @@ NORMALISER_EPS = 1e-12
 
 
 def aduc_per_anchor(
-    features: Tensor, logits: Tensor, labels: Tensor, alpha: float, beta: float, temperature: float
+    features: Tensor,
+    logits: Tensor,
+    labels: Tensor,
+    alpha: float,
+    beta: float,
+    temperature: float,
+    contrast_features: Tensor | None = None,
+    contrast_labels: Tensor | None = None,
+    anchor_offset: int = 0,
 ) -> Tensor:
     """Per-anchor AduC loss before the T/T_b scale, in the dtype of its inputs.
 
-    Shapes (M = views x images, every row an anchor):
-        features: (M, d) L2-normalised projections.
-        logits: (M, C) classifier logits, already shifted by log prior when logit adjustment is on.
-        labels: (M,) class index of every row.
-        returns: (M,) the bracketed term of the module docstring, negated and normalised.
+    Shapes (m anchors, M samples in the contrast set):
+        features: (m, d) L2-normalised projections of the anchors.
+        logits: (m, C) their classifier logits, already shifted by log prior when logit adjustment is on.
+        labels: (m,) their class indices.
+        contrast_features, contrast_labels: (M, d), (M,) the samples every anchor is contrasted with; default
+            the anchors themselves. Anchor i is sample `anchor_offset + i` of the contrast set (several
+            processes: the global batch, this rank's rows at its offset).
+        returns: (m,) the bracketed term of the module docstring, negated and normalised.
     """
+    if contrast_features is None:
+        contrast_features, contrast_labels = features, labels
     m, num_classes = logits.shape
-    self_mask = torch.eye(m, dtype=torch.bool, device=features.device)  # (M, M)
-    similarity = (features @ features.T) / temperature  # (M, M)
+    anchors = torch.arange(m, device=features.device)
+    self_mask = torch.zeros(m, contrast_features.shape[0], dtype=torch.bool, device=features.device)
+    self_mask[anchors, anchors + anchor_offset] = True  # (m, M)
+    similarity = (features @ contrast_features.T) / temperature  # (m, M)
     similarity = similarity.masked_fill(self_mask, float("-inf"))  # self is not in the denominator
-    row = torch.cat([logits, similarity], dim=1)  # (M, C + M)
-    log_prob = row - torch.logsumexp(row, dim=1, keepdim=True)  # (M, C + M)
+    row = torch.cat([logits, similarity], dim=1)  # (m, C + M)
+    log_prob = row - torch.logsumexp(row, dim=1, keepdim=True)  # (m, C + M)
     log_prob = log_prob.masked_fill(F.pad(self_mask, (num_classes, 0)), 0.0)  # -inf * 0 would be NaN
 
-    same_class = (labels[:, None] == labels[None, :]) & ~self_mask  # (M, M): P(i)
+    same_class = (labels[:, None] == contrast_labels[None, :]) & ~self_mask  # (m, M): P(i)
     weights = torch.cat(
         [beta * F.one_hot(labels, num_classes).to(log_prob.dtype), alpha * same_class.to(log_prob.dtype)],
         dim=1,
-    )  # (M, C + M): beta on the own-class column, alpha on same-class samples
-    normaliser = beta + alpha * same_class.sum(dim=1).to(log_prob.dtype) + NORMALISER_EPS  # (M,)
+    )  # (m, C + M): beta on the own-class column, alpha on same-class samples
+    normaliser = beta + alpha * same_class.sum(dim=1).to(log_prob.dtype) + NORMALISER_EPS  # (m,)
     return -(weights * log_prob).sum(dim=1) / normaliser
 
 
@@ -68,6 +84,9 @@ class AduCLoss(nn.Module):
         temperature: T of the sample similarities (official 0.1). The classifier logits get none.
         base_temperature: T_b; the loss is multiplied by T / T_b (official 0.07, i.e. x1.4286).
         beta: weight of the own-class column (official 1).
+        gather_distributed: under several processes, contrast this rank's anchors with the views of the
+            global batch (all-gathered with gradient), as the official single-process batch does. False keeps
+            the contrast set per process.
 
     Shapes:
         features: (V*N, d) L2-normalised, view-major: rows 0..N-1 are view 1 of the N images, rows N..2N-1
@@ -76,7 +95,8 @@ class AduCLoss(nn.Module):
         labels: (N,) int64.
         alpha: float >= 0, the weight of same-class views (scheduled from 1 to 0.01 in AdUni).
         returns: () mean over the V*N anchors, computed in float32 (float64 inputs stay float64), also under
-            bf16/fp16 autocast.
+            bf16/fp16 autocast. Under several processes: the mean over this rank's anchors, each contrasted
+            with the global batch; with DDP's gradient averaging that trains on the global-batch loss.
     """
 
     num_views = 2
@@ -89,6 +109,7 @@ class AduCLoss(nn.Module):
         temperature: float = 0.1,
         base_temperature: float = 0.07,
         beta: float = 1.0,
+        gather_distributed: bool = True,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -105,6 +126,7 @@ class AduCLoss(nn.Module):
         self.temperature = float(temperature)
         self.base_temperature = float(base_temperature)
         self.beta = float(beta)
+        self.gather_distributed = gather_distributed
         log_prior = torch.zeros(num_classes)
         if class_counts is not None:
             counts = torch.as_tensor(class_counts, dtype=torch.float64)
@@ -138,14 +160,22 @@ class AduCLoss(nn.Module):
             raise ValueError(f"alpha must be >= 0, got {alpha}")
         dtype = torch.promote_types(features.dtype, torch.float32)  # float32, or float64 for gradcheck
         with torch.autocast(device_type=features.device.type, enabled=False):
-            adjusted = logits.to(dtype) + self.log_prior.to(dtype)  # (V*N, C) logit adjustment
+            features = features.to(dtype)
+            row_labels = labels.repeat(rows // num_images)  # view-major: label of row r is labels[r % N]
+            # Under several processes the anchors are this rank's rows, the contrast set the global batch.
+            contrast_features, contrast_labels, offset = features, row_labels, 0
+            if self.gather_distributed:
+                contrast_features, contrast_labels, offset = gather_contrast_set(features, row_labels)
             per_anchor = aduc_per_anchor(
-                features.to(dtype),
-                adjusted,
-                labels.repeat(rows // num_images),  # view-major: label of row r is labels[r % N]
+                features,
+                logits.to(dtype) + self.log_prior.to(dtype),  # (V*N, C) logit adjustment
+                row_labels,
                 alpha=float(alpha),
                 beta=self.beta,
                 temperature=self.temperature,
+                contrast_features=contrast_features,
+                contrast_labels=contrast_labels,
+                anchor_offset=offset,
             )
             return per_anchor.mean() * (self.temperature / self.base_temperature)
 

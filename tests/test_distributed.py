@@ -1,0 +1,38 @@
+"""Several processes (gloo on CPU): AduC contrasts against the global batch, and training runs end to end."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_aduc_on_two_processes_equals_one_process_on_the_global_batch(tmp_path):
+    result_file = tmp_path / "result.txt"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+               str(REPO / "tests" / "ddp_aduc_worker.py"), str(result_file)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result_file.read_text() == "ok"
+
+
+@pytest.mark.slow
+def test_demo_trains_on_two_processes(tmp_path):
+    output_dir = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29518",
+        str(REPO / "scripts" / "train.py"), str(REPO / "configs" / "demo.yaml"),
+        "--num_train_epochs", "1", "--output_dir", str(output_dir),
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, cwd=REPO, env=dict(os.environ)
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((output_dir / "test_results.json").read_text())
+    assert 0 <= results["test_macro_f1"] <= 1
+    assert "'alpha'" in result.stdout  # the schedule reached the logs of the two-process run
