@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
-
 import datasets
 import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 
 from .builders import fold_dataset, register_dataset
+from .image_files import stored_image
 
 
 def long_tail_counts(available: np.ndarray, imbalance_ratio: float) -> np.ndarray:
@@ -20,12 +19,10 @@ def long_tail_counts(available: np.ndarray, imbalance_ratio: float) -> np.ndarra
     return np.maximum(1, np.floor(n_max * profile)).astype(np.int64)
 
 
-def _png_bytes(pixels: np.ndarray) -> dict[str, bytes | None]:
-    """An 8x8 digit (0..16) as an 8-bit grayscale PNG."""
+def _digit_png(pixels: np.ndarray, image_id: str) -> dict[str, object]:
+    """An 8x8 digit (0..16) as an 8-bit grayscale PNG held in memory."""
     image = Image.fromarray(np.round(pixels * (255.0 / 16.0)).astype(np.uint8), mode="L")
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return {"bytes": buffer.getvalue(), "path": None}
+    return stored_image(image, f"{image_id}.png", cache_path=None)
 
 
 @register_dataset("digits_lt")
@@ -54,7 +51,7 @@ def build_digits_lt(
         )
     )
     return fold_dataset(
-        images=[_png_bytes(digits.images[i]) for i in kept],
+        images=[_digit_png(digits.images[i], f"digits-{i:04d}") for i in kept],
         labels=targets[kept],
         image_ids=[f"digits-{i:04d}" for i in kept],
         class_names=[str(c) for c in range(10)],

@@ -37,14 +37,16 @@ class ModelArguments:
     )
 
     def __post_init__(self) -> None:
-        import timm
+        from ..configuration_aduni import AdUniConfig
 
-        if not timm.is_model(self.backbone):
-            raise ValueError(f"backbone={self.backbone!r} is not a timm model name (e.g. resnet18, resnet50)")
-        _positive("projection_dim", self.projection_dim)
-        _positive("image_size", self.image_size)
-        if not 0 <= self.classifier_dropout < 1:
-            raise ValueError(f"classifier_dropout must be in [0, 1), got {self.classifier_dropout}")
+        # The model's own config validates these fields (backbone known to timm, sizes, dropout).
+        AdUniConfig(
+            backbone=self.backbone,
+            projection_dim=self.projection_dim,
+            classifier_dropout=self.classifier_dropout,
+            image_size=self.image_size,
+            zero_init_last=self.zero_init_last,
+        )
 
 
 @dataclass
