@@ -1,7 +1,14 @@
 """Classification metrics of the paper (accuracy, macro-F1) plus balanced accuracy and per-class F1.
 
-Computed with scikit-learn. A class that is never predicted gets F1 = 0, the official code's convention
-(methods.md 2.6: precision = TP / (predicted + 1e-20)).
+Computed with scikit-learn from the predicted and true class indices (docs/method.md, "Evaluation and folds"):
+
+- A class that is present in the references but never predicted scores F1 0, as in the released code, whose
+  precision is TP / (predicted + 1e-20).
+- A class absent from the references: the released code divides 0 by 0 for its recall, so its F1 and the
+  macro-F1 become NaN. Here its F1 is 0 (`zero_division=0`) and it still counts in the macro average, so the
+  number stays defined and comparable across folds, and an absent class lowers it rather than hiding. Our
+  stratified folds give every class at least one image in every fold, so this only arises for data split
+  elsewhere.
 """
 
 from __future__ import annotations
@@ -19,8 +26,8 @@ def classification_metrics(
 ) -> dict[str, float]:
     """`accuracy`, `macro_f1`, `balanced_accuracy` and `f1_<class name>` for every class.
 
-    Macro-F1 averages over all `class_names`, so a class missing from both predictions and references counts
-    as F1 0, as in the official evaluation. Balanced accuracy is the mean recall over the classes present in
+    Macro-F1 averages over all `class_names`; a class missing from the references counts as F1 0 (module
+    docstring: the released code gives NaN there). Balanced accuracy is the mean recall over the classes present in
     `references`.
     """
     predictions, references = np.asarray(predictions), np.asarray(references)

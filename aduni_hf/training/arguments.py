@@ -191,8 +191,19 @@ class AdUniTrainingArguments(TrainingArguments):
         default="epoch", metadata={"help": "When to log the training loss and alpha."}
     )
     save_strategy: str = field(default="no", metadata={"help": "Checkpointing during training."})
+    max_grad_norm: float | None = field(
+        default=None,
+        metadata={
+            "help": "Gradient clipping norm (0: off). Default: off for optimizer_recipe official (the released "
+            "loop never clips), the Trainer's 1.0 for optimizer_recipe trainer."
+        },
+    )
 
     def __post_init__(self) -> None:
+        if self.max_grad_norm is None:
+            # Trainer clips to 1.0 unless told otherwise; the official loop has no clipping (docs/method.md,
+            # "Schedules"), so the official recipe turns it off, and run_config.yaml shows the value in force.
+            self.max_grad_norm = 0.0 if self.optimizer_recipe == "official" else 1.0
         super().__post_init__()
         if self.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")

@@ -1,5 +1,7 @@
 """AdUniTrainer on a real (tiny) Trainer run: two-view batches, AduC, alpha and LR schedules, the sampler."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -172,3 +174,32 @@ def test_evaluation_sees_every_image_once(tmp_path, splits):
 def test_official_recipe_rejects_drop_last(tmp_path):
     with pytest.raises(ValueError, match="dataloader_drop_last"):
         AdUniTrainingArguments(output_dir=str(tmp_path), dataloader_drop_last=True)
+
+
+@pytest.mark.parametrize("max_grad_norm", [None, 1.0])
+def test_one_official_step_is_a_plain_sgd_step(tmp_path, splits, max_grad_norm):
+    """One optimiser step of the official recipe equals SGD written out by hand on the same batch: momentum
+    buffer g + wd * p, step lr * buffer, weight decay on every parameter, and no clipping unless asked for."""
+    overrides = {} if max_grad_norm is None else {"max_grad_norm": max_grad_norm}
+    trainer = make_trainer(tmp_path, splits, epochs=1, max_steps=1, **overrides)
+    assert trainer.args.max_grad_norm == (0.0 if max_grad_norm is None else max_grad_norm)
+    trainer.model.classifier.dropout.p = 0.0  # the same forward in both computations
+    reference = copy.deepcopy(trainer.model).train()
+    trainer.train()
+
+    keys = trainer.train_dataset.keys[:16]  # the first batch (accelerate's loader fetches one batch ahead)
+    assert [key.draw for key in keys] == list(range(16)) and {key.epoch for key in keys} == {0}
+    batch = collate_views([trainer.train_dataset[key] for key in keys])
+    views = batch["pixel_values"].transpose(0, 1).reshape(32, 3, IMAGE_SIZE, IMAGE_SIZE)
+    outputs = reference(pixel_values=views)
+    trainer.loss_fn(outputs.features, outputs.logits, batch["labels"], alpha=1.0).backward()
+    parameters = list(reference.parameters())
+    grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in parameters])).item()
+    assert grad_norm > 3.0  # well above 1: clipping to 1 would shrink the step
+    scale = 1.0 if max_grad_norm is None else min(1.0, max_grad_norm / (grad_norm + 1e-6))
+    learning_rate = official_learning_rate(0, base_lr=0.1, warmup_epochs=1, cosine_epochs=1, min_lr=1e-4)
+    trained = dict(trainer.model.named_parameters())
+    for name, parameter in reference.named_parameters():
+        buffer = scale * parameter.grad + 1e-4 * parameter  # the first momentum buffer is the gradient itself
+        expected = parameter - learning_rate * buffer
+        torch.testing.assert_close(trained[name], expected, rtol=1e-5, atol=1e-6, msg=name)
