@@ -1,34 +1,23 @@
 """Configuration of the AdUni model (Cong et al., MLMI 2022).
 
 Self-contained on purpose: this file is copied next to saved weights so that
-`AutoConfig.from_pretrained(dir, trust_remote_code=True)` works where `aduni_hf` is not installed.
-It may import only `transformers` and `timm`.
+`AutoConfig.from_pretrained(dir, trust_remote_code=True)` works where `aduni_hf` is not installed
+(docs/hf_stack.md, "Remote code"). It may import only the standard library, `transformers` and `timm`.
 """
 
 from __future__ import annotations
 
-from transformers import GenerationConfig, PreTrainedConfig
+import difflib
+import logging
+from dataclasses import field, fields
 
-# Keyword arguments that `PreTrainedConfig` itself consumes or that `save_pretrained` / `from_pretrained` put
-# next to the dataclass fields (generation parameters such as `use_cache`, which a pipeline passes, are
-# dropped by the base class). Anything else reaching `__post_init__` is a typo.
-_BASE_CONFIG_KWARGS = frozenset(
-    {
-        "num_labels",
-        "auto_map",
-        "model_type",
-        "name_or_path",
-        "_name_or_path",
-        "torch_dtype",
-        "_commit_hash",
-        "output_attentions",
-        "attn_implementation",
-        "experts_implementation",
-        "per_layer_config",
-        "_from_auto",
-        "_from_pipeline",
-    }
-) | frozenset(GenerationConfig._get_default_generation_params())
+from transformers import PreTrainedConfig
+
+logger = logging.getLogger(__name__)
+
+# How close (difflib ratio) an unknown key must be to one of AdUniConfig's own fields to be reported as a
+# probable typo ("img_size" -> "image_size" is 0.89; "hidden_size" -> "image_size" is 0.67 and is not reported).
+_NEAR_MISS_CUTOFF = 0.75
 
 
 class AdUniConfig(PreTrainedConfig):
@@ -48,12 +37,16 @@ class AdUniConfig(PreTrainedConfig):
             Side of the square input the model was trained on; the saved image processor resizes to it.
         zero_init_last (`bool`, *optional*, defaults to `False`):
             timm zero-initialises the last BatchNorm of every residual block by default; the official AdUni
-            ResNet does not, so the default is `False` (methods.md 2.1).
+            ResNet does not, so the default is `False` (docs/method.md, "Model").
         backbone_kwargs (`dict`, *optional*):
             Extra keyword arguments for `timm.create_model`.
-        num_labels / id2label / label2id: as in every transformers classification config.
+        num_labels / id2label / label2id / problem_type / return_dict / output_hidden_states: as in every
+            transformers classification config.
 
-    Unknown keyword arguments raise `TypeError` (a plain `PreTrainedConfig` keeps typos as attributes).
+    Like every `PreTrainedConfig`, other keyword arguments (and other keys of a `config.json`) are kept as
+    attributes and saved again, so a saved config always loads. A key that looks like a misspelt AdUni field
+    (`img_size`) is kept too, with a warning naming the field it probably meant; field values are validated
+    (`ValueError` naming the field).
 
     Example:
 
@@ -66,21 +59,60 @@ class AdUniConfig(PreTrainedConfig):
     """
 
     model_type = "aduni"
+    # Outputs that `Trainer.evaluate` / `predict` leave out of the predictions, so that (as for ResNet) the
+    # predictions are the logits alone. A class attribute: not a field, not saved.
+    keys_to_ignore_at_inference = ["features", "pooler_output", "hidden_states"]
 
-    backbone: str = "resnet18"
-    projection_dim: int = 128
-    projection_hidden_dim: int | None = None
-    classifier_dropout: float = 0.5
-    image_size: int = 384
-    zero_init_last: bool = False
-    backbone_kwargs: dict | None = None
+    backbone: str = field(
+        default="resnet18", metadata={"help": "timm model name of the encoder (see timm.list_models())."}
+    )
+    projection_dim: int = field(
+        default=128, metadata={"help": "Output size of the projection head (the contrastive feature)."}
+    )
+    projection_hidden_dim: int | None = field(
+        default=None,
+        metadata={"help": "Hidden size of the projection head; default: the encoder's pooled feature size."},
+    )
+    classifier_dropout: float = field(
+        default=0.5, metadata={"help": "Dropout before the linear classifier, in [0, 1)."}
+    )
+    image_size: int = field(
+        default=384, metadata={"help": "Side of the square input image for training and inference."}
+    )
+    zero_init_last: bool = field(
+        default=False,
+        metadata={
+            "help": "Zero-init the last BatchNorm of each residual block (timm default; not official)."
+        },
+    )
+    backbone_kwargs: dict | None = field(
+        default=None, metadata={"help": "Extra keyword arguments for timm.create_model."}
+    )
 
     def __post_init__(self, **kwargs):
-        unknown = sorted(set(kwargs) - _BASE_CONFIG_KWARGS)
-        if unknown:
-            raise TypeError(f"AdUniConfig got unknown keyword argument(s) {unknown}")
         self._validate_fields()
+        self._warn_near_misses(kwargs)
         super().__post_init__(**kwargs)
+
+    @classmethod
+    def aduni_field_names(cls) -> tuple[str, ...]:
+        """The fields AdUniConfig adds to `PreTrainedConfig`, in declaration order."""
+        base = {f.name for f in fields(PreTrainedConfig)}
+        return tuple(f.name for f in fields(cls) if f.name not in base)
+
+    def _warn_near_misses(self, kwargs: dict) -> None:
+        own = self.aduni_field_names()
+        for key in kwargs:
+            if key.startswith("_"):
+                continue
+            match = difflib.get_close_matches(key, own, n=1, cutoff=_NEAR_MISS_CUTOFF)
+            if match:
+                logger.warning(
+                    "AdUniConfig got the unknown key %r (did you mean %r?). It is kept as an attribute and has "
+                    "no effect on the model.",
+                    key,
+                    match[0],
+                )
 
     def _validate_fields(self) -> None:
         import timm
@@ -94,10 +126,13 @@ class AdUniConfig(PreTrainedConfig):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         hidden = self.projection_hidden_dim
-        if hidden is not None and (not isinstance(hidden, int) or hidden <= 0):
+        if hidden is not None and (not isinstance(hidden, int) or isinstance(hidden, bool) or hidden <= 0):
             raise ValueError(f"projection_hidden_dim must be a positive int or None, got {hidden!r}")
-        if not 0.0 <= float(self.classifier_dropout) < 1.0:
-            raise ValueError(f"classifier_dropout must be in [0, 1), got {self.classifier_dropout!r}")
+        dropout = self.classifier_dropout
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"classifier_dropout must be a number in [0, 1), got {dropout!r}")
+        if not isinstance(self.zero_init_last, bool):
+            raise ValueError(f"zero_init_last must be a bool, got {self.zero_init_last!r}")
         if self.backbone_kwargs is not None and not isinstance(self.backbone_kwargs, dict):
             raise ValueError(f"backbone_kwargs must be a dict or None, got {self.backbone_kwargs!r}")
 

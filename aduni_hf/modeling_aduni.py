@@ -1,16 +1,20 @@
 """AdUni model: a timm encoder, a projection head for contrastive features and a linear classifier.
 
-Architecture of the official `SupConResNet_ClassCenter` (methods.md 2.1): encoder -> pooled feature h (d);
-features = normalise(Linear(d, d) - ReLU - Linear(d, 128))(h); logits = Linear(Dropout(0.5)(h)). Both heads
-branch from the same un-normalised pooled feature with no stop-gradient.
+Architecture of the official `SupConResNet_ClassCenter` (Cong et al. 2022; docs/method.md, "Model"):
+encoder -> pooled feature h (d); features = normalise(Linear(d, d) - ReLU - Linear(d, 128))(h);
+logits = Linear(Dropout(0.5)(h)). Both heads branch from the same un-normalised pooled feature with no
+stop-gradient.
 
-Self-contained on purpose: copied next to saved weights for `trust_remote_code` loading, so it imports only
-torch, timm, transformers and the configuration file beside it.
+Self-contained on purpose: copied next to saved weights for `trust_remote_code` loading (docs/hf_stack.md,
+"Remote code"), so it imports only the standard library, torch, timm, transformers and the configuration file
+beside it.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
+from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_aduni import AdUniConfig
@@ -26,32 +31,43 @@ from .configuration_aduni import AdUniConfig
 
 @dataclass
 class AdUniModelOutput(ModelOutput):
-    """Output of [`AdUniModel`].
+    """Output of [`AdUniModel`] (with `return_dict=False`, the tuple of the fields that are not `None`).
 
     Args:
-        features (`torch.FloatTensor` of shape `(batch_size, projection_dim)`): L2-normalised projections.
+        last_hidden_state (`torch.FloatTensor`, e.g. `(batch_size, d, h, w)` for a CNN): the encoder's last
+            feature map before pooling (timm's `forward_features`).
         pooler_output (`torch.FloatTensor` of shape `(batch_size, d)`): the un-normalised pooled encoder feature.
+        features (`torch.FloatTensor` of shape `(batch_size, projection_dim)`): L2-normalised projections.
+        hidden_states (`tuple(torch.FloatTensor)`, returned with `output_hidden_states=True`): the encoder's
+            feature maps, the stem first and then the output of every stage (timm's `forward_intermediates`).
     """
 
-    features: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
     pooler_output: torch.FloatTensor | None = None
+    features: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
 class AdUniImageClassifierOutput(ModelOutput):
-    """Output of [`AdUniForImageClassification`].
+    """Output of [`AdUniForImageClassification`] (with `return_dict=False`, the tuple of the fields that are not
+    `None`).
 
     Args:
-        loss (`torch.FloatTensor` of shape `()`, returned when `labels` are given): cross-entropy of the logits.
+        loss (`torch.FloatTensor` of shape `()`, returned when `labels` are given): float32 loss of the logits,
+            chosen by `config.problem_type` (see [`AdUniForImageClassification.forward`]).
         logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`): raw classifier scores (no prior).
         features (`torch.FloatTensor` of shape `(batch_size, projection_dim)`): L2-normalised projections.
         pooler_output (`torch.FloatTensor` of shape `(batch_size, d)`): the pooled encoder feature.
+        hidden_states (`tuple(torch.FloatTensor)`, returned with `output_hidden_states=True`): as in
+            [`AdUniModelOutput`].
     """
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     features: torch.FloatTensor | None = None
     pooler_output: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
 def create_backbone(config: AdUniConfig) -> nn.Module:
@@ -69,7 +85,7 @@ def create_backbone(config: AdUniConfig) -> nn.Module:
 
 
 def head_linear(in_features: int, out_features: int) -> nn.Linear:
-    """A Linear layer of our heads, flagged so that `_init_weights` initialises it (and no timm Linear)."""
+    """A Linear layer of our heads, flagged so that `_init_weights` gives it PyTorch's default rule."""
     layer = nn.Linear(in_features, out_features)
     layer.is_aduni_head = True
     return layer
@@ -79,6 +95,67 @@ def backbone_feature_dim(backbone: nn.Module) -> int:
     """Size of the pooled feature a headless timm model returns (`head_hidden_size` where a pre-logits layer
     follows the pooling, as in MobileNetV3; `num_features` otherwise)."""
     return getattr(backbone, "head_hidden_size", None) or backbone.num_features
+
+
+def _tensors(module: nn.Module):
+    return itertools.chain(module.parameters(), module.buffers())
+
+
+def _is_initialised(tensor: torch.Tensor | None) -> bool:
+    return tensor is None or getattr(tensor, "_is_hf_initialized", False)
+
+
+def _in_backward_pass() -> bool:
+    """True while autograd executes a backward pass (where activation checkpointing recomputes forwards)."""
+    task_id = getattr(torch._C, "_current_graph_task_id", None)
+    return task_id is not None and task_id() != -1
+
+
+def _freeze_running_stats_in_recomputation(module: nn.Module, args) -> None:
+    """Forward pre-hook of a BatchNorm layer while checkpointing. A recomputation in the backward pass normalises
+    with the batch statistics as the first forward did, but must not update the running statistics (nor count the
+    batch) a second time: momentum 0 keeps them as they are, and the post-hook restores the momentum and the
+    count. The layer still receives its running-statistics buffers, so the recomputation saves the same tensors
+    as the forward did (which non-reentrant checkpointing checks)."""
+    if module.training and module.track_running_stats and _in_backward_pass():
+        count = module.num_batches_tracked
+        module._aduni_frozen = (module.momentum, None if count is None else int(count))
+        module.momentum = 0.0
+
+
+def _unfreeze_running_stats(module: nn.Module, args, output) -> None:
+    # Registered with always_call=True: non-reentrant checkpointing stops a recomputation with an exception
+    # raised inside the forward of the last layer it needs, and this must still run then.
+    frozen = module.__dict__.pop("_aduni_frozen", None)
+    if frozen is not None:
+        module.momentum, count = frozen
+        if count is not None:
+            module.num_batches_tracked.fill_(count)
+
+
+def _classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: AdUniConfig) -> torch.Tensor:
+    """Loss of the logits, in float32, chosen by `config.problem_type` as transformers' image classifiers choose
+    it (and, as they do, recorded in the config when it was unset, so the saved config and the pipeline agree):
+    regression (MSE) when `num_labels == 1`, single-label cross-entropy for integer labels, multi-label
+    binary cross-entropy with logits otherwise."""
+    logits = logits.float()
+    labels = labels.to(logits.device)
+    if config.problem_type is None:
+        if config.num_labels == 1:
+            config.problem_type = "regression"
+        elif labels.dtype in (torch.long, torch.int):
+            config.problem_type = "single_label_classification"
+        else:
+            config.problem_type = "multi_label_classification"
+    if config.problem_type == "regression":
+        if config.num_labels == 1:
+            return F.mse_loss(logits.squeeze(), labels.float().squeeze())
+        return F.mse_loss(logits, labels.float())
+    if config.problem_type == "single_label_classification":
+        return F.cross_entropy(logits.view(-1, config.num_labels), labels.view(-1).long())
+    if config.problem_type == "multi_label_classification":
+        return F.binary_cross_entropy_with_logits(logits, labels.float())
+    raise ValueError(f"unknown problem_type {config.problem_type!r}")
 
 
 class AdUniProjectionHead(nn.Module):
@@ -113,45 +190,177 @@ class AdUniPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     # Keeps Trainer from passing `num_items_in_batch` into forward and mis-scaling the loss under gradient
-    # accumulation (hf.md 1.2).
+    # accumulation (docs/hf_stack.md).
     accepts_loss_kwargs = False
+    supports_gradient_checkpointing = True
     _no_split_modules = []
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Save as usual; config.json's auto_map also names `AdUniModel` for `AutoModel` (remote code)."""
+        """Save as usual; config.json's auto_map also names `AdUniModel` for `AutoModel` (remote code).
+
+        safetensors writes its files with mode 0600; they get the mode any other new file gets (0666 less the
+        umask), so a saved model is as readable as its config.json.
+        """
         auto_map = dict(getattr(self.config, "auto_map", None) or {})
         auto_map.setdefault("AutoModel", "modeling_aduni.AdUniModel")
         self.config.auto_map = auto_map
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        umask = os.umask(0)
+        os.umask(umask)
+        for weights in Path(save_directory).glob("*.safetensors"):
+            os.chmod(weights, 0o666 & ~umask)
+        return result
 
     def _init_weights(self, module: nn.Module) -> None:
-        """Initialise only our heads, with PyTorch's default nn.Linear rule as in the official code.
+        """Initialise `module`'s tensors that still need it, as timm would (docs/hf_stack.md, "Weight
+        initialisation"; docs/method.md, "Model").
 
-        The timm encoder keeps timm's own initialisation (Kaiming-normal fan_out convolutions, BatchNorm 1/0);
-        the default `PreTrainedModel._init_weights` would overwrite it with N(0, 0.02) (hf.md 1.3). The check is
-        on the Linear itself: transformers 5 calls this only for modules with parameters still to initialise,
-        such as a classifier missing from (or resized against) a checkpoint.
+        transformers calls this after `__init__` (`post_init`) and, in `from_pretrained`, for the tensors the
+        checkpoint did not provide: missing keys, sizes changed with `ignore_mismatched_sizes` (a grey-scale
+        `conv1`, a classifier for other labels) and non-persistent buffers. The `transformers.initialization`
+        functions leave tensors flagged `_is_hf_initialized` (loaded ones) untouched. A freshly built encoder
+        keeps timm's own initialisation bit for bit: `AdUniModel.__init__` flags its tensors before `post_init`.
+
+        Rules: our head Linears, PyTorch's default nn.Linear rule (the official code); encoder convolutions,
+        Kaiming-normal fan_out/relu with zero bias (timm's ResNet rule, and the official ResNet's); norm layers,
+        weight 1, bias 0, BatchNorm running mean 0, variance 1, `num_batches_tracked` 0; encoder Linears,
+        truncated normal with std 0.02 and zero bias (timm's rule for the families with Linears in the encoder);
+        with `zero_init_last`, the last BatchNorm of a residual block 0 (timm's `zero_init_last`). Any other
+        parameter is filled too, never left as uninitialised memory: ViT-style class/register tokens
+        N(0, 1e-6), LayerScale `gamma` its `init_values`, anything else truncated normal with std 0.02.
         """
         if isinstance(module, nn.Linear) and getattr(module, "is_aduni_head", False):
-            nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
             bound = 1.0 / math.sqrt(module.in_features)
-            nn.init.uniform_(module.bias, -bound, bound)
+            init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, nn.modules.conv._ConvNd):
+            init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            init.trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif self._is_norm(module):
+            tensors = {**module._parameters, **module._buffers}
+            for name, fill in (("weight", 1), ("bias", 0), ("running_mean", 0), ("running_var", 1)):
+                if tensors.get(name) is not None:
+                    init.constant_(tensors[name], fill)
+            if tensors.get("num_batches_tracked") is not None:
+                init.zeros_(tensors["num_batches_tracked"])
+        else:
+            self._init_other_parameters(module)
+        if self.config.zero_init_last and callable(getattr(module, "zero_init_last", None)):
+            # timm's own method; its `nn.init` calls are guarded during `initialize_weights`, so a loaded
+            # weight stays as loaded.
+            module.zero_init_last()
+        if isinstance(module, AdUniModel):
+            module._init_non_persistent_buffers()
+
+    def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False) -> None:
+        # transformers treats a model class defined outside the library as "custom code" and then skips every
+        # module whose own tensors are all flagged as initialised, including modules with no tensors of their
+        # own (residual blocks, AdUniModel itself), in case `_init_weights` overwrites loaded tensors. Ours only
+        # uses the flag-aware `transformers.initialization` functions, so every module gets `_init_weights`.
+        super()._initialize_weights(module, is_custom_code=False)
+
+    @staticmethod
+    def _is_norm(module: nn.Module) -> bool:
+        if isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)):
+            return True
+        # timm's own norm layers (RmsNorm, FrozenBatchNorm2d, ...) are not torch subclasses
+        return "Norm" in type(module).__name__ and (
+            "weight" in module._parameters or "weight" in module._buffers
+        )
+
+    @staticmethod
+    def _init_other_parameters(module: nn.Module) -> None:
+        for name, param in module.named_parameters(recurse=False):
+            if _is_initialised(param):
+                continue
+            if name.endswith("token"):
+                init.normal_(param, std=1e-6)
+            elif name == "gamma" and isinstance(getattr(module, "init_values", None), float):
+                init.constant_(param, module.init_values)
+            else:
+                init.trunc_normal_(param, std=0.02)
+
+    def _set_gradient_checkpointing(
+        self, enable: bool = True, gradient_checkpointing_func=None, every_n_layers=1
+    ):
+        """Called by `gradient_checkpointing_enable` / `activation_checkpointing_enable` (and `..._disable`)."""
+        self.base_model._set_gradient_checkpointing(enable, gradient_checkpointing_func, every_n_layers)
 
 
 class AdUniModel(AdUniPreTrainedModel):
-    """Encoder and projection head: `pixel_values` -> (`features`, `pooler_output`)."""
+    """Encoder and projection head: `pixel_values` -> `features`, `pooler_output`, `last_hidden_state` (and,
+    with `output_hidden_states=True`, `hidden_states`).
+
+    Gradient checkpointing (`model.gradient_checkpointing_enable()`) is timm's `set_grad_checkpointing`: timm
+    chooses the segments (blocks or stages) and its own checkpoint function, so `gradient_checkpointing_kwargs`
+    and `every_n_layers` have no effect. Recomputing a segment in the backward pass would run its BatchNorm
+    layers a second time in train mode and update their running statistics twice per step (and count the batch
+    twice); while checkpointing is on, forward hooks on the encoder's BatchNorm layers stop that second update,
+    so running statistics match training without checkpointing.
+    """
 
     def __init__(self, config: AdUniConfig) -> None:
         super().__init__(config)
         self.backbone = create_backbone(config)
+        # timm has just initialised the encoder (real tensors; on the meta device nothing is initialised):
+        # flagged, post_init leaves it as timm made it, bit for bit, and draws no random numbers for it.
+        fresh = [t for t in _tensors(self.backbone) if t.device.type != "meta"]
+        for tensor in fresh:
+            tensor._is_hf_initialized = True
         feature_dim = backbone_feature_dim(self.backbone)
         hidden = config.projection_hidden_dim or feature_dim
         self.projection_head = AdUniProjectionHead(feature_dim, hidden, config.projection_dim)
+        self.gradient_checkpointing = False
+        self._batchnorm_hooks: list = []
         self.post_init()
+        for tensor in fresh:
+            del tensor._is_hf_initialized
 
     @property
     def feature_dim(self) -> int:
         return backbone_feature_dim(self.backbone)
+
+    def _init_non_persistent_buffers(self) -> None:
+        """Fill encoder buffers that are not saved (index tables, fixed filters, ...) and were created empty
+        (`from_pretrained`, or a model built on the meta device): copied from a reference encoder built on the
+        CPU, without touching the global random state."""
+        missing = [(n, b) for n, b in self.backbone.named_buffers() if not _is_initialised(b)]
+        missing = [(n, b) for n, b in missing if self._is_non_persistent(n)]
+        if not missing:
+            return
+        with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+            reference = dict(create_backbone(self.config).named_buffers())
+        for name, buffer in missing:
+            init.copy_(buffer, reference[name])
+
+    def _is_non_persistent(self, name: str) -> bool:
+        parent, _, leaf = name.rpartition(".")
+        return leaf in self.backbone.get_submodule(parent)._non_persistent_buffers_set
+
+    def _set_gradient_checkpointing(
+        self, enable: bool = True, gradient_checkpointing_func=None, every_n_layers=1
+    ):
+        if not callable(getattr(self.backbone, "set_grad_checkpointing", None)):
+            raise ValueError(f"timm model {self.config.backbone!r} does not support gradient checkpointing")
+        self.backbone.set_grad_checkpointing(enable)
+        self.gradient_checkpointing = enable
+        for handle in self._batchnorm_hooks:
+            handle.remove()
+        self._batchnorm_hooks = []
+        if enable:
+            for module in self.backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    self._batchnorm_hooks.append(
+                        module.register_forward_pre_hook(_freeze_running_stats_in_recomputation)
+                    )
+                    self._batchnorm_hooks.append(
+                        module.register_forward_hook(_unfreeze_running_stats, always_call=True)
+                    )
 
     def load_backbone_weights(self, path: str | Path) -> None:
         """Load encoder weights from a local timm/torchvision checkpoint (.safetensors, .pth or .bin).
@@ -179,14 +388,45 @@ class AdUniModel(AdUniPreTrainedModel):
             raise ValueError(f"{path}: shape mismatch for {wrong[:5]}")
         self.backbone.load_state_dict({k: state[k] for k in own}, strict=True)
 
-    def forward(self, pixel_values: torch.Tensor, **kwargs) -> AdUniModelOutput:
-        """`pixel_values` of shape `(batch_size, 3, height, width)`."""
-        pooled = self.backbone(pixel_values)  # (B, d)
-        return AdUniModelOutput(features=self.projection_head(pooled), pooler_output=pooled)
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> AdUniModelOutput | tuple[torch.Tensor, ...]:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`): images.
+            output_hidden_states (`bool`, *optional*): also return the encoder's stage feature maps; defaults to
+                `config.output_hidden_states`.
+            return_dict (`bool`, *optional*): return an [`AdUniModelOutput`] rather than a tuple; defaults to
+                `config.return_dict`.
+        """
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        if return_dict is None:
+            return_dict = self.config.return_dict
+        backbone = self.backbone
+        hidden_states = None
+        if output_hidden_states:
+            if not callable(getattr(backbone, "forward_intermediates", None)):
+                raise ValueError(f"timm model {self.config.backbone!r} cannot return hidden states")
+            last_hidden_state, intermediates = backbone.forward_intermediates(pixel_values)
+            hidden_states = tuple(intermediates)
+        else:
+            last_hidden_state = backbone.forward_features(pixel_values)
+        pooled = backbone.forward_head(last_hidden_state, pre_logits=True)  # (B, d)
+        output = AdUniModelOutput(
+            last_hidden_state=last_hidden_state,
+            pooler_output=pooled,
+            features=self.projection_head(pooled),
+            hidden_states=hidden_states,
+        )
+        return output if return_dict else output.to_tuple()
 
 
 class AdUniForImageClassification(AdUniPreTrainedModel):
-    """AdUni with its classifier: `pixel_values` -> `logits`, `features` and, given `labels`, a CE `loss`.
+    """AdUni with its classifier: `pixel_values` -> `logits`, `features` and, given `labels`, a `loss`.
 
     Example:
 
@@ -212,17 +452,36 @@ class AdUniForImageClassification(AdUniPreTrainedModel):
         self.aduni.load_backbone_weights(path)
 
     def forward(
-        self, pixel_values: torch.Tensor, labels: torch.LongTensor | None = None, **kwargs
-    ) -> AdUniImageClassifierOutput:
-        """`pixel_values` `(batch_size, 3, height, width)`; `labels` `(batch_size,)` class indices."""
-        encoded = self.aduni(pixel_values)
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> AdUniImageClassifierOutput | tuple[torch.Tensor, ...]:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`): images.
+            labels (`torch.Tensor`, *optional*): targets of the loss, chosen by `config.problem_type` as in
+                transformers' image classifiers: class indices `(batch_size,)` (cross-entropy), multi-hot
+                `(batch_size, num_labels)` floats (binary cross-entropy with logits) or, with `num_labels == 1`,
+                regression targets (mean squared error). An unset `problem_type` is inferred from the labels and
+                recorded in the config.
+            output_hidden_states (`bool`, *optional*): also return the encoder's stage feature maps.
+            return_dict (`bool`, *optional*): return an [`AdUniImageClassifierOutput`] rather than a tuple.
+        """
+        if return_dict is None:
+            return_dict = self.config.return_dict
+        encoded = self.aduni(pixel_values, output_hidden_states=output_hidden_states, return_dict=True)
         logits = self.classifier(encoded.pooler_output)  # (B, C)
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.float(), labels.to(logits.device))
-        return AdUniImageClassifierOutput(
-            loss=loss, logits=logits, features=encoded.features, pooler_output=encoded.pooler_output
+        loss = None if labels is None else _classification_loss(logits, labels, self.config)
+        output = AdUniImageClassifierOutput(
+            loss=loss,
+            logits=logits,
+            features=encoded.features,
+            pooler_output=encoded.pooler_output,
+            hidden_states=encoded.hidden_states,
         )
+        return output if return_dict else output.to_tuple()
 
 
 __all__ = ["AdUniPreTrainedModel", "AdUniModel", "AdUniForImageClassification"]

@@ -1,4 +1,5 @@
-"""Tests of `AdUniModel` / `AdUniForImageClassification` against methods.md 2.1 and hf.md 1.
+"""Tests of `AdUniModel` / `AdUniForImageClassification`: the architecture of docs/method.md, "Model" (Cong et al.
+2022), its initialisation (docs/hf_stack.md, "Weight initialisation"), encoder weights and save/load.
 
 Real timm models, built from scratch (no download), at tiny image sizes.
 """
@@ -18,26 +19,9 @@ from timm.models.resnet import BasicBlock
 from torch import nn
 from transformers import AutoModel, AutoModelForImageClassification
 
-from aduni_hf import AdUniConfig, AdUniForImageClassification, AdUniModel
+from aduni_hf import AdUniForImageClassification, AdUniModel
 from aduni_hf.modeling_aduni import AdUniClassificationHead, AdUniProjectionHead
-
-IMAGE_SIZE = 32
-NUM_LABELS = 3
-ID2LABEL = {0: "benign", 1: "malignant", 2: "other"}
-
-
-def tiny_config(**kwargs) -> AdUniConfig:
-    kwargs.setdefault("image_size", IMAGE_SIZE)
-    return AdUniConfig(id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()}, **kwargs)
-
-
-def build_model(seed: int = 0, **kwargs) -> AdUniForImageClassification:
-    torch.manual_seed(seed)
-    return AdUniForImageClassification(tiny_config(**kwargs))
-
-
-def images(batch: int = 4, size: int = IMAGE_SIZE, seed: int = 1) -> torch.Tensor:
-    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+from tests.model_helpers import ID2LABEL, NUM_LABELS, build_model, images, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +101,7 @@ def test__dropout_only_in_classifier_branch():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# architecture (methods.md 2.1)
+# architecture (docs/method.md, "Model")
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -158,7 +142,7 @@ def test__custom_projection_sizes():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# initialisation: timm's backbone init survives post_init (hf.md 1.3); heads use torch's default
+# initialisation of a model built from scratch: timm's encoder init survives post_init; heads use torch's default
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -337,7 +321,7 @@ def test__save_pretrained_writes_weights_config_and_remote_code(saved):
         "AutoModelForImageClassification": "modeling_aduni.AdUniForImageClassification",
     }
     assert config["id2label"] == {str(k): v for k, v in ID2LABEL.items()}
-    # the remote-code files must not import the package (hf.md 1.4)
+    # the remote-code files must not import the package (docs/hf_stack.md, "Remote code")
     for name in ("configuration_aduni.py", "modeling_aduni.py"):
         assert not any(module.startswith("aduni_hf") for module in imported_modules(directory / name)), name
 
@@ -383,7 +367,8 @@ def test__auto_model_round_trip_gives_the_bare_model(saved):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# heads that from_pretrained has to create (missing from the checkpoint or of another size)
+# tensors that from_pretrained has to create (missing from the checkpoint, or of another size): initialised as
+# timm would, never left as uninitialised memory; loaded tensors stay as loaded
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -396,12 +381,126 @@ def assert_default_linear_init(linear: nn.Linear) -> None:
     assert weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.15)
 
 
+def assert_kaiming_fan_out(conv: nn.Conv2d, rel: float = 0.1) -> None:
+    """timm's (and the official ResNet's) conv rule: N(0, 2 / fan_out), fan_out = out_channels * kh * kw."""
+    weight = conv.weight.detach()
+    expected = math.sqrt(2.0 / (conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]))
+    assert torch.isfinite(weight).all()
+    assert weight.std().item() == pytest.approx(expected, rel=rel)
+    assert abs(weight.mean().item()) < 0.1 * expected
+    assert conv.bias is None or torch.equal(conv.bias, torch.zeros_like(conv.bias))
+
+
+def assert_initial_batchnorm(bn: nn.BatchNorm2d) -> None:
+    assert torch.equal(bn.weight, torch.ones_like(bn.weight))
+    assert torch.equal(bn.bias, torch.zeros_like(bn.bias))
+    assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
+    assert torch.equal(bn.running_var, torch.ones_like(bn.running_var))
+    assert bn.num_batches_tracked.item() == 0
+
+
+def assert_rest_as_saved(loaded: nn.Module, model: nn.Module, created: set[str]) -> None:
+    """Every tensor of `loaded` except the `created` ones equals the checkpoint's (the saved `model`)."""
+    expected = model.state_dict()
+    got = loaded.state_dict()
+    assert created <= set(got)
+    for key, value in got.items():
+        if key not in created:
+            assert torch.equal(value, expected[key]), key
+
+
+def drop_keys(directory, tmp_path, prefix: str):
+    """A copy of the saved folder whose weights lack the keys starting with `prefix`; returns it and them."""
+    state = safetensors.torch.load_file(str(directory / "model.safetensors"))
+    dropped = {k for k in state if k.startswith(prefix)}
+    assert dropped
+    for name in ("config.json", "configuration_aduni.py", "modeling_aduni.py"):
+        (tmp_path / name).write_bytes((directory / name).read_bytes())
+    kept = {k: v for k, v in state.items() if k not in dropped}
+    safetensors.torch.save_file(kept, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    return tmp_path, dropped
+
+
+def test__fresh_model_keeps_timm_init_bit_for_bit():
+    """`AdUniForImageClassification(config)` after a seed: the encoder exactly as timm.create_model makes it,
+    then the heads as nn.Linear followed by PyTorch's default rule, drawing from the same random stream."""
+    model = build_model(seed=11, num_labels=5, id2label={i: str(i) for i in range(5)})
+    after_model = torch.rand(3)
+
+    torch.manual_seed(11)
+    encoder = timm.create_model(
+        "resnet18", pretrained=False, num_classes=0, global_pool="avg", zero_init_last=False
+    )
+
+    def torch_default(linear: nn.Linear) -> nn.Linear:
+        nn.init.kaiming_uniform_(linear.weight, a=math.sqrt(5))
+        bound = 1.0 / math.sqrt(linear.in_features)
+        nn.init.uniform_(linear.bias, -bound, bound)
+        return linear
+
+    # AdUniModel builds both projection Linears, then its post_init re-initialises them; the classifier follows.
+    dense, projection = nn.Linear(512, 512), nn.Linear(512, 128)
+    dense, projection = torch_default(dense), torch_default(projection)
+    classifier = torch_default(nn.Linear(512, 5))
+    expected = {f"aduni.backbone.{k}": v for k, v in encoder.state_dict().items()}
+    for prefix, layer in (
+        ("aduni.projection_head.dense", dense),
+        ("aduni.projection_head.projection", projection),
+        ("classifier.dense", classifier),
+    ):
+        expected.update({f"{prefix}.{k}": v for k, v in layer.state_dict().items()})
+    got = model.state_dict()
+    assert list(got) == list(expected)
+    for key, value in expected.items():
+        assert got[key].dtype == value.dtype and torch.equal(got[key], value), key
+    assert torch.equal(torch.rand(3), after_model)  # the same random numbers were consumed
+    assert not any(hasattr(t, "_is_hf_initialized") for t in [*model.parameters(), *model.buffers()])
+
+
+def test__grey_scale_fine_tune_from_an_rgb_checkpoint(saved):
+    model, directory = saved
+    torch.manual_seed(0)
+    loaded = AdUniForImageClassification.from_pretrained(
+        directory, backbone_kwargs={"in_chans": 1}, ignore_mismatched_sizes=True
+    ).eval()
+    conv1 = loaded.aduni.backbone.conv1
+    assert conv1.weight.shape == (64, 1, 7, 7)
+    assert_kaiming_fan_out(conv1, rel=0.05)  # sqrt(2 / 3136) = 0.0253
+    assert_rest_as_saved(loaded, model, {"aduni.backbone.conv1.weight"})
+    with torch.no_grad():
+        out = loaded(images(channels=1))
+    assert torch.isfinite(out.logits).all() and torch.isfinite(out.features).all()
+
+
+def test__checkpoint_missing_encoder_keys(saved, tmp_path):
+    model, directory = saved
+    folder, dropped = drop_keys(directory, tmp_path, "aduni.backbone.layer2.")
+    loaded = AdUniForImageClassification.from_pretrained(folder).eval()
+    layer2 = loaded.aduni.backbone.layer2
+    for module in layer2.modules():
+        if isinstance(module, nn.Conv2d):
+            assert_kaiming_fan_out(module, rel=0.1)
+        elif isinstance(module, nn.BatchNorm2d):
+            assert_initial_batchnorm(module)
+    assert_rest_as_saved(loaded, model, dropped)
+    with torch.no_grad():
+        assert torch.isfinite(loaded(images()).logits).all()
+
+
+def test__zero_init_last_applies_to_missing_keys(tmp_path):
+    model = build_model(zero_init_last=True)
+    model.save_pretrained(tmp_path / "saved")
+    folder, _ = drop_keys(tmp_path / "saved", tmp_path, "aduni.backbone.layer3.")
+    loaded = AdUniForImageClassification.from_pretrained(folder)
+    for block in loaded.aduni.backbone.layer3:
+        assert torch.equal(block.bn2.weight, torch.zeros_like(block.bn2.weight))
+        assert torch.equal(block.bn1.weight, torch.ones_like(block.bn1.weight))
+
+
 def test__classifier_from_a_bare_checkpoint_is_initialised(saved, tmp_path):
     model, _ = saved
     model.aduni.save_pretrained(tmp_path)  # an AdUniModel checkpoint: no classifier
-    config = tiny_config()
-    config.id2label = {i: f"class{i}" for i in range(6)}  # a size no other test uses
-    config.label2id = {v: k for k, v in config.id2label.items()}
+    config = tiny_config(id2label={i: f"class{i}" for i in range(6)})  # a size no other test uses
     loaded = AdUniForImageClassification.from_pretrained(tmp_path, config=config)
     for key, value in model.aduni.state_dict().items():
         assert torch.equal(loaded.aduni.state_dict()[key], value), key
@@ -409,7 +508,7 @@ def test__classifier_from_a_bare_checkpoint_is_initialised(saved, tmp_path):
 
 
 def test__classifier_of_another_size_is_initialised(saved):
-    _, directory = saved
+    model, directory = saved
     loaded = AutoModelForImageClassification.from_pretrained(
         directory,
         id2label={i: f"class{i}" for i in range(5)},
@@ -418,3 +517,78 @@ def test__classifier_of_another_size_is_initialised(saved):
     )
     assert loaded.classifier.dense.weight.shape == (5, 512)
     assert_default_linear_init(loaded.classifier.dense)
+    assert_rest_as_saved(loaded, model, {"classifier.dense.weight", "classifier.dense.bias"})
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "mobilenetv3_small_050", "vit_tiny_patch16_224"])
+def test__every_tensor_is_initialised_from_an_empty_checkpoint(backbone):
+    """`from_pretrained` with nothing to load initialises every tensor by the rules of `_init_weights`."""
+    config = tiny_config(backbone=backbone)
+    torch.manual_seed(0)
+    model = AdUniForImageClassification.from_pretrained(None, config=config, state_dict={})
+    for name, tensor in model.state_dict().items():
+        assert tensor.device.type == "cpu", name
+        if tensor.is_floating_point():
+            assert torch.isfinite(tensor).all() and tensor.abs().max() < 10, name
+    heads = {
+        model.classifier.dense,
+        model.aduni.projection_head.dense,
+        model.aduni.projection_head.projection,
+    }
+    for name, module in model.aduni.backbone.named_modules():
+        if isinstance(module, nn.Conv2d) and module.weight.numel() >= 2048:
+            assert_kaiming_fan_out(module, rel=0.15)
+        elif isinstance(module, nn.Linear) and module not in heads:
+            # timm's trunc_normal_(std=0.02), cut at +-2 (absolute), as torch's
+            assert module.weight.std().item() == pytest.approx(0.02, rel=0.1), name
+            assert abs(module.weight.mean().item()) < 0.002, name
+            assert module.bias is None or not module.bias.any(), name
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            assert_initial_batchnorm(module)
+        elif isinstance(module, nn.LayerNorm):
+            assert torch.equal(module.weight, torch.ones_like(module.weight)), name
+            assert not module.bias.any(), name
+    for linear in heads:
+        assert_default_linear_init(linear)
+    if backbone.startswith("vit"):
+        assert model.aduni.backbone.cls_token.abs().max().item() < 1e-5  # N(0, 1e-6), as timm's ViT
+        assert model.aduni.backbone.pos_embed.std().item() == pytest.approx(0.02, rel=0.1)
+
+
+@pytest.mark.parametrize(("backbone", "size"), [("resnet18", 32), ("test_vit_relpos", 64)])
+def test__meta_device_build_then_init_weights(backbone, size):
+    """Built on the meta device, materialised with `to_empty` and initialised by `init_weights`: buffers equal
+    those of a normal build (including non-persistent ones, like the relative-position index of a ViT) and the
+    forward pass works."""
+    config = tiny_config(
+        backbone=backbone, image_size=size, backbone_kwargs={"img_size": size} if "vit" in backbone else None
+    )
+    reference = AdUniForImageClassification(config)
+    with torch.device("meta"):
+        model = AdUniForImageClassification(config)
+    model.to_empty(device="cpu")
+    model.init_weights()
+    expected = dict(reference.named_buffers())
+    assert expected
+    for name, buffer in model.named_buffers():
+        assert torch.equal(buffer, expected[name]), name
+    with torch.no_grad():
+        out = model.eval()(images(batch=2, size=size))
+    assert torch.isfinite(out.logits).all()
+
+
+def test__non_persistent_encoder_buffers_after_from_pretrained(tmp_path):
+    config = tiny_config(backbone="test_vit_relpos", image_size=64, backbone_kwargs={"img_size": 64})
+    model = build_model(backbone="test_vit_relpos", image_size=64, backbone_kwargs={"img_size": 64}).eval()
+    assert any(module._non_persistent_buffers_set for module in model.modules())
+    model.save_pretrained(tmp_path)
+    before = torch.get_rng_state()
+    loaded = AdUniForImageClassification.from_pretrained(tmp_path).eval()
+    assert loaded.config.backbone == config.backbone
+    # nothing random to draw: every tensor is loaded or computed
+    assert torch.equal(torch.get_rng_state(), before)
+    for name, buffer in loaded.named_buffers():
+        assert torch.equal(buffer, dict(model.named_buffers())[name]), name
+    x = images(batch=2, size=64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x).logits, model(x).logits)

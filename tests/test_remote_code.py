@@ -1,5 +1,5 @@
-"""The saved folder works without aduni_hf (trust_remote_code), and the saved image processor matches the
-evaluation transform (hf.md 1.4, 1.7)."""
+"""The saved folder works without aduni_hf (trust_remote_code; docs/hf_stack.md, "Remote code"), and the saved
+image processor matches the evaluation transform."""
 
 from __future__ import annotations
 
@@ -19,19 +19,9 @@ import aduni_hf
 from aduni_hf import AdUniConfig, AdUniForImageClassification
 from aduni_hf.data import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from aduni_hf.hub import build_image_processor
+from tests.model_helpers import IMAGE_SIZE, make_image
 
-IMAGE_SIZE = 32
 ID2LABEL = {0: "akiec", 1: "bcc", 2: "mel"}
-
-
-def make_image(seed: int, height: int = 45, width: int = 60) -> Image.Image:
-    """A smooth RGB image (gradients plus a seeded offset): real pixels, deterministic."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    a, b, c = rng.uniform(0.5, 4.0, size=3)
-    offset = rng.integers(0, 128, size=3)
-    array = np.stack([xx * a + offset[0], yy * b + offset[1], (xx + yy) * c + offset[2]], axis=-1)
-    return Image.fromarray((array % 256).astype(np.uint8), mode="RGB")
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +89,7 @@ def test__processor_matches_eval_transform(size):
         got = processor(images=picture, return_tensors="pt")["pixel_values"][0]
         expected = transform(picture)
         assert got.shape == expected.shape == (3, size, size)
-        assert (got - expected).abs().max().item() < 0.02  # torchvision vs PIL resize (hf.md 1.7)
+        assert (got - expected).abs().max().item() < 0.02  # torchvision vs PIL resize
 
 
 def test__processor_normalises_with_imagenet_not_half():
@@ -165,6 +155,31 @@ REMOTE_SCRIPT = textwrap.dedent(
         out = model(expected["pixel_values"])
     assert torch.equal(out.logits, expected["logits"]), (out.logits - expected["logits"]).abs().max()
     assert torch.equal(out.features, expected["features"])
+
+    # the forward contract holds in the remote-code copy too
+    loss, logits = model(expected["pixel_values"], labels=torch.tensor([0, 1, 2, 0, 1, 2]), return_dict=False)[:2]
+    assert torch.equal(logits, expected["logits"]) and loss.dtype == torch.float32
+    with torch.no_grad():
+        hidden = model(expected["pixel_values"], output_hidden_states=True).hidden_states
+    assert len(hidden) == 5, len(hidden)
+    try:
+        model(expected["pixel_values"], lables=torch.tensor([0]))
+    except TypeError as err:
+        assert "lables" in str(err), err
+    else:
+        raise AssertionError("an unknown forward argument was accepted")
+
+    # a grey-scale fine-tune from the RGB checkpoint: conv1 is created and initialised, the rest is loaded
+    torch.manual_seed(0)
+    grey = AutoModelForImageClassification.from_pretrained(
+        model_dir, trust_remote_code=True, backbone_kwargs={"in_chans": 1}, ignore_mismatched_sizes=True
+    ).eval()
+    conv1 = grey.aduni.backbone.conv1.weight
+    assert conv1.shape == (64, 1, 7, 7) and torch.isfinite(conv1).all()
+    assert abs(conv1.std().item() / (2.0 / (64 * 49)) ** 0.5 - 1) < 0.05, conv1.std()
+    assert torch.equal(grey.aduni.backbone.layer1[0].conv1.weight, model.aduni.backbone.layer1[0].conv1.weight)
+    with torch.no_grad():
+        assert torch.isfinite(grey(expected["pixel_values"][:, :1]).logits).all()
 
     bare = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
     assert type(bare).__name__ == "AdUniModel", type(bare)
