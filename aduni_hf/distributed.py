@@ -1,6 +1,6 @@
 """The global contrastive batch under several processes: an all-gather that gradients flow back through.
 
-`accelerate.utils.gather` has no gradient, which silently changes the loss (hf.md 3). Backward of an
+`accelerate.utils.gather` has no gradient, which silently changes the loss (docs/hf_stack.md, "Distributed contrastive loss"). Backward of an
 all-gather is a reduce-scatter: every rank's rows get the gradient that all ranks' anchors send them. With the
 loss averaged over each rank's anchors and DDP averaging parameter gradients over ranks, training then follows
 the gradient of the single-process loss on the global batch.

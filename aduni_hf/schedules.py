@@ -1,14 +1,63 @@
 """Per-epoch schedules of AdUni, each a pure function of the epoch index (so a resumed run reproduces them).
 
-- `alpha_schedule`: the weight of same-class views in AduC (methods.md 2.4).
-- `official_learning_rate`: the released code's per-epoch warm-up then cosine (methods.md 2.5).
+- `alpha_schedule`: the weight of same-class views in AduC, one registered kind per schedule
+  (docs/method.md, "Schedules").
+- `official_learning_rate`: the released code's per-epoch warm-up then cosine (docs/method.md, "Schedules").
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
-ALPHA_SCHEDULES = ("official", "cosine", "linear", "step", "constant")
+from .registry import Registry
+
+# A kind maps (epoch, alpha_max, alpha_min, decay, num_epochs) to alpha.
+AlphaKind = Callable[..., float]
+ALPHA_SCHEDULES: Registry[AlphaKind] = Registry("alpha schedule")
+
+
+@ALPHA_SCHEDULES.register("official")
+def official_alpha(epoch: int, alpha_max: float, alpha_min: float, decay: float, num_epochs: int | None) -> float:
+    """The released code (util.cosine_adjust) applies a normalised cosine step to the previous epoch's alpha at
+    every epoch start, alpha_e = a_min + (alpha_{e-1} - a_min)(1 + cos(pi e / decay)) / 2, which compounds into
+    alpha_e = a_min + (a_max - a_min) * prod_{k=0..e} cos^2(pi k / (2 decay)).
+    With the defaults: 0.4387 at epoch 100, 0.0690 at 150, 0.0112 at 200, 0.0100 from 250 on."""
+    weight = 1.0
+    for k in range(epoch + 1):
+        weight *= (1.0 + math.cos(math.pi * k / decay)) / 2.0
+    return alpha_min + (alpha_max - alpha_min) * weight
+
+
+@ALPHA_SCHEDULES.register("cosine")
+def cosine_alpha(epoch: int, alpha_max: float, alpha_min: float, decay: float, num_epochs: int | None) -> float:
+    """The paper's Eq. 4 with the weight normalised to [0, 1]: w = (1 + cos(pi min(e, decay) / decay)) / 2,
+    alpha = w a_max + (1 - w) a_min. With decay 1000 and 400 epochs it only reaches 0.66."""
+    weight = (1.0 + math.cos(math.pi * min(epoch, decay) / decay)) / 2.0
+    return weight * alpha_max + (1.0 - weight) * alpha_min
+
+
+@ALPHA_SCHEDULES.register("linear")
+def linear_alpha(epoch: int, alpha_max: float, alpha_min: float, decay: float, num_epochs: int | None) -> float:
+    """a_max at epoch 0 -> a_min at the last epoch, num_epochs - 1 (num_epochs required). The official mode
+    computes a_max - (a_max - a_min) e / E over its epochs 0..E, which is this with num_epochs = E + 1; it also
+    sets beta = 1 - alpha, while here beta stays fixed."""
+    if not num_epochs or num_epochs < 1:
+        raise ValueError("the linear alpha schedule needs num_epochs >= 1")
+    progress = min(epoch / max(num_epochs - 1, 1), 1.0)
+    return alpha_max - (alpha_max - alpha_min) * progress
+
+
+@ALPHA_SCHEDULES.register("step")
+def step_alpha(epoch: int, alpha_max: float, alpha_min: float, decay: float, num_epochs: int | None) -> float:
+    """a_max before epoch `decay`, a_min from it on."""
+    return alpha_max if epoch < decay else alpha_min
+
+
+@ALPHA_SCHEDULES.register("constant")
+def constant_alpha(epoch: int, alpha_max: float, alpha_min: float, decay: float, num_epochs: int | None) -> float:
+    """a_max throughout ("AdUni w/o AduC")."""
+    return alpha_max
 
 
 def alpha_schedule(
@@ -19,24 +68,9 @@ def alpha_schedule(
     decay: float = 1000,
     num_epochs: int | None = None,
 ) -> float:
-    """Alpha of AduC at (0-based) `epoch`.
-
-    Kinds:
-        official: the released code (util.cosine_adjust) applies a normalised cosine step to the previous
-            epoch's alpha at every epoch start, alpha_e = a_min + (alpha_{e-1} - a_min)(1 + cos(pi e / decay)) / 2,
-            which compounds into alpha_e = a_min + (a_max - a_min) * prod_{k=0..e} cos^2(pi k / (2 decay)).
-            With the defaults: 0.4387 at epoch 100, 0.0690 at 150, 0.0112 at 200, 0.0100 from 250 on.
-        cosine: the paper's Eq. 4 with the weight normalised to [0, 1]:
-            w = (1 + cos(pi min(e, decay) / decay)) / 2, alpha = w a_max + (1 - w) a_min. With decay 1000 and
-            400 epochs it only reaches 0.66.
-        linear: a_max at epoch 0 -> a_min at the last epoch, num_epochs - 1 (num_epochs required). The
-            official mode computes a_max - (a_max - a_min) e / E over its epochs 0..E, which is this with
-            num_epochs = E + 1; it also sets beta = 1 - alpha, while here beta stays fixed.
-        step: a_max before epoch `decay`, a_min from it on.
-        constant: a_max throughout ("AdUni w/o AduC").
-    """
-    if kind not in ALPHA_SCHEDULES:
-        raise ValueError(f"unknown alpha schedule kind {kind!r}; choose one of {list(ALPHA_SCHEDULES)}")
+    """Alpha of AduC at (0-based) `epoch` under schedule `kind` (one of `ALPHA_SCHEDULES`; each kind's
+    docstring gives its formula)."""
+    schedule = ALPHA_SCHEDULES[kind]
     if epoch < 0:
         raise ValueError(f"epoch must be >= 0, got {epoch}")
     if not 0 <= alpha_min <= alpha_max:
@@ -45,23 +79,7 @@ def alpha_schedule(
         )
     if kind in ("official", "cosine", "step") and decay <= 0:
         raise ValueError(f"decay must be > 0, got {decay}")
-    epoch = int(epoch)
-    if kind == "official":
-        weight = 1.0
-        for k in range(epoch + 1):
-            weight *= (1.0 + math.cos(math.pi * k / decay)) / 2.0
-        return alpha_min + (alpha_max - alpha_min) * weight
-    if kind == "cosine":
-        weight = (1.0 + math.cos(math.pi * min(epoch, decay) / decay)) / 2.0
-        return weight * alpha_max + (1.0 - weight) * alpha_min
-    if kind == "linear":
-        if not num_epochs or num_epochs < 1:
-            raise ValueError("the linear alpha schedule needs num_epochs >= 1")
-        progress = min(epoch / max(num_epochs - 1, 1), 1.0)
-        return alpha_max - (alpha_max - alpha_min) * progress
-    if kind == "step":
-        return alpha_max if epoch < decay else alpha_min
-    return alpha_max
+    return schedule(int(epoch), alpha_max, alpha_min, decay, num_epochs)
 
 
 def official_learning_rate(

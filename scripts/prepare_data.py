@@ -13,16 +13,14 @@ import logging
 import os
 import sys
 
-from aduni_hf.data import DataValidationError, prepare_dataset
-
-DATASETS = ["isic2018", "aptos2019", "imagefolder", "csv", "digits_lt", "dermamnist", "retinamnist"]
+from aduni_hf.data import DATASETS, DataValidationError, prepare_dataset
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--dataset", required=True, choices=DATASETS)
+    parser.add_argument("--dataset", required=True, choices=DATASETS.names())
     parser.add_argument("--data_dir", default=None, help="the raw download (not used by digits_lt)")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--num_folds", type=int, default=5)

@@ -1,5 +1,5 @@
 """Tests of the classification metrics against hand-computed values and a confusion-matrix loop oracle
-written from methods.md 2.6, and of the offline `evaluate` module."""
+written from docs/method.md, "Evaluation and folds", and of the offline `evaluate` module."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from aduni_hf.evaluation import EVALUATE_METRIC_PATH, build_compute_metrics, cla
 
 
 def confusion_matrix_oracle(predictions, references, class_names):
-    """methods.md 2.6 with explicit loops: precision = TP / (predicted + 1e-20), recall = TP / support,
+    """docs/method.md, "Evaluation and folds", with explicit loops: precision = TP / (predicted + 1e-20), recall = TP / support,
     F1 = 2PR / (P + R + 1e-20); macro-F1 over all classes; balanced accuracy = mean recall over the classes
     present in the references. A class with no support gets recall 0 here (the official code would divide
     by zero; every test fold there has every class)."""

@@ -1,4 +1,5 @@
-"""Tests of the alpha and learning-rate schedules against reference/methods.md 2.4, 2.5 and 2.9."""
+"""Tests of the alpha and learning-rate schedules against docs/method.md, "Schedules" and
+"Reference numbers"."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from aduni_hf.schedules import ALPHA_SCHEDULES, alpha_schedule, official_learnin
 
 
 def official_alpha_recurrence(last_epoch, alpha_max=1.0, alpha_min=0.01, decay=1000):
-    """methods.md 2.4 as main.py runs it: cosine_adjust applied to the previous epoch's alpha at every epoch
+    """docs/method.md, "Schedules", as main.py runs it: cosine_adjust applied to the previous epoch's alpha at every epoch
     start, alpha_{-1} = alpha_0 = 1. Returns alpha_e for e = 0..last_epoch."""
     values = []
     alpha = alpha_max  # alpha_{-1}

@@ -1,43 +1,53 @@
-"""Data: builders of fold-annotated `datasets.Dataset`s, splits, transforms, multi-view datasets, samplers."""
+"""Data, in two stages.
 
-from . import aptos2019, csv_labels, digits, imagefolder, isic2018, medmnist  # noqa: F401  (register builders)
-from .builders import DATASET_BUILDERS, build_dataset, dataset_metadata, fold_dataset, register_dataset
-from .folds import assign_folds, inner_validation_split
-from .image_files import resize_like_transform
+Build time (raw download -> fold-annotated `datasets.Dataset`, once, by `scripts/prepare_data.py`):
+`sources/` holds one reader per source, each registered in `DATASETS` and run by `build_dataset`; every
+reader ends in `assemble.assemble_dataset`, the one path that checks ids, decodes images (`images.py`),
+assigns folds and records metadata; `validation.py` holds the bad-input rules (raise by default, leave out
+and report with skip_invalid); `prepare.py` saves the result atomically.
+
+Train time (a prepared Dataset -> batches): `folds.split_by_fold` (train / validation / test of one fold),
+`transforms.py` (augmentations in `AUGMENTATIONS`, the evaluation transform), `views.py` (seeded multi-view
+and single-view torch datasets) and `samplers.py` (epoch samplers in `SAMPLERS`).
+"""
+
+from .assemble import dataset_metadata
+from .folds import FoldSplits, assign_folds, inner_validation_split, split_by_fold
+from .images import as_rgb, resize_like_transform
 from .prepare import PreparedDataset, prepare_dataset
 from .samplers import SAMPLERS, EpochSampler, RandomEpochSampler, build_sampler
-from .splits import FoldSplits, split_by_fold
+from .sources import DATASETS, build_dataset
 from .transforms import AUGMENTATIONS, IMAGENET_MEAN, IMAGENET_STD, build_augmentation, eval_transform
 from .validation import DataValidationError, InvalidItem
-from .views import DrawKey, MultiViewDataset, SingleViewDataset, as_rgb, collate_views
+from .views import DrawKey, MultiViewDataset, SingleViewDataset, collate_views
 
 __all__ = [
-    "DATASET_BUILDERS",
+    # build time
+    "DATASETS",
     "build_dataset",
     "dataset_metadata",
-    "fold_dataset",
-    "register_dataset",
+    "prepare_dataset",
+    "PreparedDataset",
     "DataValidationError",
     "InvalidItem",
-    "PreparedDataset",
-    "prepare_dataset",
+    "as_rgb",
     "resize_like_transform",
+    # train time
     "assign_folds",
     "inner_validation_split",
+    "split_by_fold",
+    "FoldSplits",
+    "AUGMENTATIONS",
+    "build_augmentation",
+    "eval_transform",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "DrawKey",
+    "MultiViewDataset",
+    "SingleViewDataset",
+    "collate_views",
     "SAMPLERS",
     "EpochSampler",
     "RandomEpochSampler",
     "build_sampler",
-    "FoldSplits",
-    "split_by_fold",
-    "AUGMENTATIONS",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "build_augmentation",
-    "eval_transform",
-    "DrawKey",
-    "MultiViewDataset",
-    "SingleViewDataset",
-    "as_rgb",
-    "collate_views",
 ]

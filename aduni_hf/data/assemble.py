@@ -1,12 +1,25 @@
-"""From checked rows (one per image file) to the standard fold-annotated Dataset, shared by the file builders.
+"""The one path from a reader's items to the standard fold-annotated `datasets.Dataset`, and its metadata.
 
-A builder reads its layout into `RawItem`s (reporting bad rows itself), then `assemble_dataset` decodes every
-image once (`prepare_images`), records unreadable or missing files, checks that no class is empty and calls
-`fold_dataset`, adding `image_size` and the left-out items to the metadata.
+A reader (`aduni_hf.data.sources`) turns a raw layout into `RawItem`s, recording in `InvalidItems` the rows
+and files it cannot use, and hands both to `assemble_dataset`, which runs every check that is not specific to
+one layout, in this order:
+
+1. duplicate image ids: every item after the first with an id is bad. The reader's problems and these are
+   reported together, before any image is decoded;
+2. images: each is decoded (or encoded) once by `prepare_images`; missing and unreadable files are bad;
+3. empty classes: no usable image at all, or a class without one, is an error even with skip_invalid,
+   because the label set of a data set is fixed;
+4. folds: `assign_folds`, grouped when the items carry groups;
+5. metadata: the fold assignment, its seed, the class counts (overall and per fold), `image_size` and the
+   left-out items, stored as JSON in `dataset.info.description` (which `save_to_disk` keeps; read it back
+   with `dataset_metadata`).
+
+Bad items follow the rule of `validation.py`: raise by default, leave out and report with skip_invalid.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,50 +28,26 @@ from typing import Any
 import datasets
 import numpy as np
 
-from .builders import fold_dataset
-from .image_files import images_by_stem, prepare_images
-from .validation import DataValidationError, InvalidItems
+from .folds import assign_folds
+from .images import ImageSource, StoredImage, prepare_images
+from .validation import DataValidationError, InvalidItems, Location
 
 
 @dataclass(frozen=True)
 class RawItem:
-    """One image as a layout declares it: `location` is where (e.g. "train.csv line 7") for messages."""
+    """One image as a reader declares it.
+
+    `image` is a file on disk or an in-memory image; `location` is where the item is declared (e.g.
+    "train.csv line 7"), for messages; `group` (a lesion or patient id) makes the folds grouped; `extras`
+    become string columns (e.g. MedMNIST's official split).
+    """
 
     image_id: str
-    path: Path
+    image: ImageSource
     label: int
-    location: str
+    location: Location
     group: str | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
-def match_image_files(
-    declared: Sequence[tuple[str, str]],
-    all_ids: set[str],
-    folder: Path,
-    suffix: str,
-    declared_in: str,
-    invalid: InvalidItems,
-) -> dict[str, Path]:
-    """Image file of every declared (image_id, location): `folder/<image_id>.*`, else `folder/<image_id><suffix>`
-    (reported as missing when it is decoded). Records ids with several files, and image files whose name is
-    neither in `all_ids` (the ids of every row, valid or not) nor already reported as invalid."""
-    files = images_by_stem(folder)
-    paths: dict[str, Path] = {}
-    for image_id, location in declared:
-        candidates = files.get(image_id, [])
-        if len(candidates) > 1:
-            invalid.add(
-                image_id, location, f"several image files for this id: {[str(p) for p in candidates]}"
-            )
-            continue
-        paths[image_id] = candidates[0] if candidates else folder / f"{image_id}{suffix}"
-    reported = {item.image_id for item in invalid}
-    for stem, candidates in files.items():
-        if stem not in all_ids and stem not in reported:
-            for path in candidates:
-                invalid.add(stem, str(path), f"image file has no row in {declared_in}")
-    return paths
+    extras: dict[str, str] = field(default_factory=dict)
 
 
 def assemble_dataset(
@@ -68,84 +57,124 @@ def assemble_dataset(
     source: str,
     num_folds: int,
     seed: int,
-    invalid: InvalidItems,
+    invalid: InvalidItems | None = None,
+    id_name: str = "image id",
     image_size: int | None = None,
     cache_dir: str | Path | None = None,
     num_workers: int = 0,
-    grouped: bool = False,
-    extra_features: dict[str, datasets.features.FeatureType] | None = None,
     extra_metadata: dict[str, Any] | None = None,
 ) -> datasets.Dataset:
-    """Decode and check every item's image, leave out (or raise for) bad ones, and build the Dataset."""
+    """Check `items`, decode their images and build the Dataset (module docstring).
+
+    Columns: image, label (ClassLabel over `class_names`), fold, image_id, then group when the items carry
+    groups, then the items' extras. `invalid` holds what the reader already reported (a fresh one that raises
+    when not given); `id_name` is what the source calls an image id in messages (e.g. APTOS's "id_code").
+    `image_size`, `cache_dir` and `num_workers` are as in `prepare_images`; `extra_metadata` is the source's
+    own metadata (e.g. which CSV it read).
+    """
+    if invalid is None:
+        invalid = InvalidItems(skip_invalid=False, source=source)
+    unique = drop_duplicate_ids(items, id_name, invalid)
+    invalid.check("reading the layout")
+    kept, images = decode_images(unique, invalid, image_size, cache_dir, num_workers)
+    invalid.check("decoding images")
+
+    left_out = f" ({len(invalid)} invalid item(s) were left out)" if len(invalid) else ""
+    if not kept:
+        raise DataValidationError(f"{source}: no usable images{left_out}")
+    labels = np.asarray([item.label for item in kept], dtype=np.int64)
+    counts = np.bincount(labels, minlength=len(class_names))
+    empty = [name for name, count in zip(class_names, counts, strict=True) if count == 0]
+    if empty:
+        raise DataValidationError(f"{source}: class(es) {empty} have no usable images{left_out}")
+    grouped = all(item.group is not None for item in kept)
+    groups = [str(item.group) for item in kept] if grouped else None
+    try:
+        folds = assign_folds(labels, num_folds=num_folds, seed=seed, groups=groups)
+    except ValueError as error:  # e.g. a class (or a set of groups) smaller than num_folds
+        raise DataValidationError(f"{source}: cannot assign {num_folds} folds: {error}") from error
+
+    columns: dict[str, list[Any]] = {
+        "image": images,
+        "label": labels.tolist(),
+        "fold": folds.tolist(),
+        "image_id": [item.image_id for item in kept],
+    }
+    features: dict[str, datasets.features.FeatureType] = {
+        "image": datasets.Image(),
+        "label": datasets.ClassLabel(names=list(class_names)),
+        "fold": datasets.Value("int64"),
+        "image_id": datasets.Value("string"),
+    }
+    if groups is not None:
+        columns["group"], features["group"] = groups, datasets.Value("string")
+    for name in kept[0].extras:
+        columns[name], features[name] = [item.extras[name] for item in kept], datasets.Value("string")
+    metadata = {
+        "source": source,
+        "num_folds": num_folds,
+        "fold_seed": seed,
+        "fold_method": "StratifiedGroupKFold" if grouped else "StratifiedKFold",
+        "class_names": list(class_names),
+        "class_counts": counts.tolist(),
+        "fold_counts": [
+            np.bincount(labels[folds == f], minlength=len(class_names)).tolist() for f in range(num_folds)
+        ],
+        "image_size": image_size,
+        "invalid_items": invalid.as_records(),
+        **(extra_metadata or {}),
+    }
+    info = datasets.DatasetInfo(description=json.dumps(metadata), features=datasets.Features(features))
+    return datasets.Dataset.from_dict(columns, features=info.features, info=info)
+
+
+def drop_duplicate_ids(items: Sequence[RawItem], id_name: str, invalid: InvalidItems) -> list[RawItem]:
+    """`items` without the repeats of an image id; each repeat is recorded, naming where the id came first
+    ("first on line 2" within the same CSV)."""
+    first: dict[str, RawItem] = {}
+    for item in items:
+        if item.image_id not in first:
+            first[item.image_id] = item
+            continue
+        earlier = first[item.image_id].location
+        same_file = earlier.line is not None and earlier.where == item.location.where
+        where = f"on line {earlier.line}" if same_file else f"at {earlier}"
+        invalid.add(item.image_id, item.location, f"duplicate {id_name} (first {where})")
+    return list(first.values())
+
+
+def decode_images(
+    items: Sequence[RawItem],
+    invalid: InvalidItems,
+    image_size: int | None,
+    cache_dir: str | Path | None,
+    num_workers: int,
+) -> tuple[list[RawItem], list[StoredImage]]:
+    """(the items whose image is usable, what to store for each); a missing file is recorded at the item's
+    declared location (its CSV line), an unreadable one at the file."""
     results = prepare_images(
-        [item.path for item in items],
+        [item.image for item in items],
         [item.image_id for item in items],
         image_size=image_size,
         cache_dir=cache_dir,
         num_workers=num_workers,
     )
-    kept: list[tuple[RawItem, Any]] = []
+    kept: list[RawItem] = []
+    images: list[StoredImage] = []
     for item, result in zip(items, results, strict=True):
-        if result.error is None:
-            kept.append((item, result.value))
-        elif result.missing:
-            invalid.add(item.image_id, item.location, result.error)
+        if result.value is not None:
+            kept.append(item)
+            images.append(result.value)
         else:
-            invalid.add(item.image_id, str(item.path), result.error)
-    invalid.check("decoding images")
-    return finalize_dataset(
-        images=[value for _, value in kept],
-        labels=[item.label for item, _ in kept],
-        image_ids=[item.image_id for item, _ in kept],
-        class_names=class_names,
-        source=source,
-        num_folds=num_folds,
-        seed=seed,
-        invalid=invalid,
-        image_size=image_size,
-        groups=[str(item.group) for item, _ in kept] if grouped else None,
-        extra_columns={
-            name: ([item.extras[name] for item, _ in kept], feature)
-            for name, feature in (extra_features or {}).items()
-        },
-        extra_metadata=extra_metadata,
-    )
+            invalid.add(
+                item.image_id, item.location if result.missing else str(item.image), str(result.error)
+            )
+    return kept, images
 
 
-def finalize_dataset(
-    images: Sequence[Any],
-    labels: Sequence[int],
-    image_ids: Sequence[str],
-    class_names: Sequence[str],
-    *,
-    source: str,
-    num_folds: int,
-    seed: int,
-    invalid: InvalidItems,
-    image_size: int | None,
-    groups: Sequence[str] | None = None,
-    extra_columns: dict[str, tuple[Sequence[Any], datasets.features.FeatureType]] | None = None,
-    extra_metadata: dict[str, Any] | None = None,
-) -> datasets.Dataset:
-    """Check for empty classes (always an error: the label set is fixed), assign folds, record metadata."""
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(class_names))
-    empty = [name for name, count in zip(class_names, counts, strict=True) if count == 0]
-    if empty:
-        left_out = f" ({len(invalid)} invalid item(s) were left out)" if len(invalid) else ""
-        raise DataValidationError(f"{source}: class(es) {empty} have no usable images{left_out}")
-    metadata = {"image_size": image_size, "invalid_items": invalid.as_records(), **(extra_metadata or {})}
+def dataset_metadata(dataset: datasets.Dataset) -> dict[str, Any]:
+    """The metadata `assemble_dataset` stored (empty for a data set built elsewhere)."""
     try:
-        return fold_dataset(
-            images=images,
-            labels=labels,
-            image_ids=image_ids,
-            class_names=class_names,
-            num_folds=num_folds,
-            seed=seed,
-            source=source,
-            groups=groups,
-            extra_columns=extra_columns or None,
-            extra_metadata=metadata,
-        )
-    except ValueError as error:  # e.g. a class (or a set of groups) smaller than num_folds
-        raise DataValidationError(f"{source}: cannot assign {num_folds} folds: {error}") from error
+        return json.loads(dataset.info.description or "{}")
+    except json.JSONDecodeError:
+        return {}

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .validation import DataValidationError, InvalidItems
+from .validation import DataValidationError, InvalidItems, Location
 
 
 @dataclass(frozen=True)
@@ -17,8 +17,8 @@ class CsvRow:
     line: int
     values: dict[str, str]
 
-    def location(self, path: Path) -> str:
-        return f"{path.name} line {self.line}"
+    def location(self, path: Path) -> Location:
+        return Location(path.name, self.line)
 
 
 def read_csv_table(
@@ -28,8 +28,8 @@ def read_csv_table(
 
     A missing or unreadable file and a header without the required columns raise `DataValidationError`
     even with skip_invalid (there is nothing to skip to). A row with the wrong number of fields is recorded in
-    `invalid` (under the image id in its `id_column` field, when it has one) and left out. Blank lines are ignored; a UTF-8 byte-order mark and spaces around header names are
-    accepted.
+    `invalid` (under the image id in its `id_column` field, when it has one) and left out. Blank lines are
+    ignored; a UTF-8 byte-order mark and spaces around header names are accepted.
     """
     path = Path(path)
     if not path.is_file():
@@ -61,7 +61,7 @@ def read_csv_table(
                     position = header.index(id_column) if id_column in header else len(fields)
                     invalid.add(
                         fields[position].strip() if position < len(fields) else "",
-                        f"{path.name} line {reader.line_num}",
+                        Location(path.name, reader.line_num),
                         f"expected {len(header)} fields ({','.join(header)}), got {len(fields)}: {fields}",
                     )
                     continue

@@ -1,14 +1,18 @@
-"""Cross-validation folds and the inner validation split, stratified and seeded.
+"""Cross-validation folds: assigned once at build time, split into train / validation / test at train time.
 
-Folds are assigned once, from the labels (and lesion groups where a data set has them), and stored as a
-column, so every machine, process and later run sees the same split.
+`assign_folds` runs when a data set is built, from the labels (and lesion or patient groups where a data set
+has them), and the result is stored as the `fold` column, so every machine, process and later run sees the
+same split. `split_by_fold` then holds one fold out for testing and carves a stratified inner validation split
+(`inner_validation_split`) from the others (docs/method.md, "Evaluation and folds").
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import datasets
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
@@ -66,3 +70,42 @@ def inner_validation_split(
             splitter = StratifiedGroupKFold(n_splits=num_splits, shuffle=True, random_state=seed)
             train, val = next(splitter.split(positions, labels, groups=np.asarray(groups)))
     return np.sort(train), np.sort(val)
+
+
+@dataclass(frozen=True)
+class FoldSplits:
+    """The three parts of one fold: train = the other folds minus `val`; test = the held-out fold."""
+
+    train: datasets.Dataset
+    val: datasets.Dataset
+    test: datasets.Dataset
+    class_names: tuple[str, ...]
+
+    def class_counts(self, part: str = "train") -> list[int]:
+        """Images per class in `part` ("train", "val" or "test")."""
+        labels = np.asarray(getattr(self, part)["label"], dtype=np.int64)
+        return np.bincount(labels, minlength=len(self.class_names)).tolist()
+
+
+def split_by_fold(
+    dataset: datasets.Dataset, test_fold: int, val_fraction: float = 0.1, seed: int = 42
+) -> FoldSplits:
+    """Hold out fold `test_fold`; carve a stratified (grouped, where there is a group column) validation split
+    of `val_fraction` from the remaining folds. The test fold takes no part in training or model selection."""
+    for column in ("image", "label", "fold"):
+        if column not in dataset.column_names:
+            raise ValueError(f"dataset has no {column!r} column (columns: {dataset.column_names})")
+    folds = np.asarray(dataset["fold"])
+    num_folds = int(folds.max()) + 1
+    if not 0 <= test_fold < num_folds:
+        raise ValueError(f"test_fold must be in 0..{num_folds - 1}, got {test_fold}")
+    rest = np.flatnonzero(folds != test_fold)
+    labels = np.asarray(dataset["label"])[rest]
+    groups = np.asarray(dataset["group"])[rest] if "group" in dataset.column_names else None
+    train, val = inner_validation_split(labels, val_fraction, seed=seed, groups=groups)
+    return FoldSplits(
+        train=dataset.select(rest[train]),
+        val=dataset.select(rest[val]),
+        test=dataset.select(np.flatnonzero(folds == test_fold)),
+        class_names=tuple(dataset.features["label"].names),
+    )

@@ -25,7 +25,8 @@ from typing import Any
 
 import datasets
 
-from .builders import DATASET_BUILDERS, build_dataset, dataset_metadata
+from .assemble import dataset_metadata
+from .sources import DATASETS, build_dataset
 from .validation import write_invalid_items
 
 logger = logging.getLogger(__name__)
@@ -63,10 +64,9 @@ def check_output_dir(output_dir: Path, data_dir: str | None, overwrite: bool) ->
 
 def builder_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     """`options` the builder accepts; `cache_dir`, `num_workers` and `skip_invalid` are dropped for builders
-    without them (e.g. the embedded digits_lt), any other option it does not take is an error naming its options."""
-    if name not in DATASET_BUILDERS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASET_BUILDERS)}")
-    accepted = set(inspect.signature(DATASET_BUILDERS[name]).parameters) - {"data_dir", "num_folds", "seed"}
+    without them (e.g. the embedded digits_lt), any other option it does not take is an error naming its options.
+    An unknown data set name lists the choices."""
+    accepted = set(inspect.signature(DATASETS[name]).parameters) - {"data_dir", "num_folds", "seed"}
     kept = {}
     for key, value in options.items():
         if key in accepted:

@@ -1,16 +1,18 @@
-"""Training samplers: pure functions of (seed, epoch) with `set_epoch`, yielding `DrawKey`s.
+"""Training samplers: pure functions of (seed, epoch) with `set_epoch`, yielding `DrawKey`s, in `SAMPLERS`.
 
-Every process runs the same sampler and accelerate hands each rank its share of the batches (hf.md 2.4), so
-the stream must not depend on the rank: it is drawn from a generator seeded by (seed, epoch) only.
+Every process runs the same sampler and accelerate hands each rank its share of the batches, so the stream
+must not depend on the rank: it is drawn from a generator seeded by (seed, epoch) only. A new sampler is an
+`EpochSampler` subclass registered with `@SAMPLERS.register("name")`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch.utils.data import Sampler
 
+from ..registry import Registry
 from .views import DrawKey
 
 
@@ -37,6 +39,10 @@ class EpochSampler(Sampler[DrawKey]):
         return len(self.labels)
 
 
+SAMPLERS: Registry[type[EpochSampler]] = Registry("sampler")
+
+
+@SAMPLERS.register("none")
 class RandomEpochSampler(EpochSampler):
     """Instance-balanced sampling: a fresh permutation of the training set every epoch (the official default)."""
 
@@ -44,10 +50,6 @@ class RandomEpochSampler(EpochSampler):
         return torch.randperm(len(self.labels), generator=generator).tolist()
 
 
-SAMPLERS: dict[str, Callable[..., EpochSampler]] = {"none": RandomEpochSampler}
-
-
 def build_sampler(name: str, labels: Sequence[int], seed: int) -> EpochSampler:
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
+    """The sampler registered as `name` over `labels`, seeded by `seed`; an unknown name lists the choices."""
     return SAMPLERS[name](labels, seed=seed)

@@ -1,8 +1,9 @@
-"""Image transforms: the recipes' training augmentations and the evaluation resize.
+"""Image transforms: the recipes' training augmentations (in `AUGMENTATIONS`) and the evaluation resize.
 
 Training views are drawn from torch's RNG inside `seeded`, whose seed derives from (seed, epoch, draw,
 sample index, view) only, so an augmentation does not depend on the data-loader worker or process that
-produced it, and a resumed run redraws the same views.
+produced it, and a resumed run redraws the same views. A new augmentation is a function of the image size,
+registered with `@AUGMENTATIONS.register("name")`.
 """
 
 from __future__ import annotations
@@ -14,20 +15,25 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from ..registry import Registry
+
 # ImageNet statistics (timm.data.IMAGENET_DEFAULT_MEAN / _STD), used by the official code and the saved
 # image processor.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 ImageTransform = Callable[[Image.Image], torch.Tensor]
+AUGMENTATIONS: Registry[Callable[[int], ImageTransform]] = Registry("augmentation")
 
 
 def _to_normalised_tensor() -> list[v2.Transform]:
     return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
+@AUGMENTATIONS.register("kaggle")
 def kaggle_augmentation(image_size: int) -> ImageTransform:
-    """The official `--aug kaggle` pipeline (methods.md 2.2), both views alike, drawn independently.
+    """The released code's `--aug kaggle` pipeline, both views alike, drawn independently (docs/method.md,
+    "Data and augmentation").
 
     Resize to (s, s); RandomAffine with rotation in +-180 deg, scale [0.8, 1.2] and shear (0.8, 1.2) degrees
     (a shear of about 1 deg, as written in the code); horizontal then vertical flip, each p=0.5; ColorJitter
@@ -45,6 +51,7 @@ def kaggle_augmentation(image_size: int) -> ImageTransform:
     )
 
 
+@AUGMENTATIONS.register("digits")
 def digits_augmentation(image_size: int) -> ImageTransform:
     """Digit-safe augmentation for the demo: a small affine jitter, no flips and no large rotations
     (a 6 turned over is a 9)."""
@@ -58,21 +65,15 @@ def digits_augmentation(image_size: int) -> ImageTransform:
     )
 
 
+@AUGMENTATIONS.register("none")
 def eval_transform(image_size: int) -> ImageTransform:
-    """Evaluation view: resize to (s, s) and normalise; no crop (the official eval)."""
+    """Evaluation view: resize to (s, s) and normalise; no crop (the official eval). Also the "none"
+    augmentation."""
     return v2.Compose([v2.Resize((image_size, image_size)), *_to_normalised_tensor()])
 
 
-AUGMENTATIONS: dict[str, Callable[[int], ImageTransform]] = {
-    "kaggle": kaggle_augmentation,
-    "digits": digits_augmentation,
-    "none": eval_transform,
-}
-
-
 def build_augmentation(name: str, image_size: int) -> ImageTransform:
-    if name not in AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation {name!r}; choose one of {sorted(AUGMENTATIONS)}")
+    """The augmentation registered as `name` at `image_size`; an unknown name lists the choices."""
     return AUGMENTATIONS[name](image_size)
 
 

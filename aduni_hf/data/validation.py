@@ -1,10 +1,12 @@
-"""Bad input: one error type, one record per bad item, and the rule "raise by default, leave out and report
-only when asked".
+"""Bad input at build time: one error type, one record per bad item, and the rule "raise by default, leave out
+and report only when asked".
 
-Builders collect every problem of a pass (all CSV rows, then all images) in an `InvalidItems` list and call
-`check()` at the end of the pass, so an error lists every bad row at once and is raised before anything is
-written. With `skip_invalid=True` the bad items are left out, logged, and recorded in the data set's metadata
-(`dataset_metadata(ds)["invalid_items"]`); `prepare_dataset` writes them to `OUT/invalid_items.csv`.
+A reader records every problem of its layout (CSV rows, file listing) in an `InvalidItems` list;
+`assemble_dataset` adds duplicate ids and calls `check()` before decoding any image, then adds unreadable
+images and calls `check()` again. So an error lists every problem of a pass at once and is raised before
+anything is written. With `skip_invalid=True` the bad items are left out, logged, and recorded in the data
+set's metadata (`dataset_metadata(ds)["invalid_items"]`); `prepare_dataset` writes them to
+`OUT/invalid_items.csv`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,17 @@ MAX_LISTED = 20
 
 class DataValidationError(ValueError):
     """Raw data that cannot be turned into a data set as it is: names the file (and CSV line) and the problem."""
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a raw item is declared, for messages: a file (or an entry of it) and, for a CSV row, its line."""
+
+    where: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return self.where if self.line is None else f"{self.where} line {self.line}"
 
 
 @dataclass(frozen=True)
@@ -47,8 +60,8 @@ class InvalidItems:
         self.items: list[InvalidItem] = []
         self._checked = 0
 
-    def add(self, image_id: str, location: str, reason: str) -> None:
-        self.items.append(InvalidItem(image_id=image_id, location=location, reason=reason))
+    def add(self, image_id: str, location: Location | str, reason: str) -> None:
+        self.items.append(InvalidItem(image_id=image_id, location=str(location), reason=reason))
 
     def __len__(self) -> int:
         return len(self.items)

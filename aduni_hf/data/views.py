@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import datasets
-import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
+from .images import as_rgb
 from .transforms import ImageTransform, seeded, view_seed
 
 
@@ -19,17 +18,6 @@ class DrawKey(NamedTuple):
     epoch: int
     draw: int
     index: int
-
-
-def as_rgb(image: Image.Image) -> Image.Image:
-    """Grayscale, palette, RGBA and 16-bit images become 8-bit RGB."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32))
-        scale = 255.0 / 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 1.0
-        image = Image.fromarray((pixels * scale).round().clamp(0, 255).to(torch.uint8).numpy(), mode="L")
-    return image.convert("RGB")
 
 
 class MultiViewDataset(Dataset):

@@ -2,7 +2,7 @@
 
 Reference: Cong et al., "Adaptive Unified Contrastive Learning for Imbalanced Classification", MLMI 2022,
 Eq. 3, and the released `SupConLoss_Classcenter` (thomascong121/AdUni@61d8c18, losses.py), described in
-reference/methods.md 2.3. For every anchor i of the 2N augmented samples:
+docs/method.md, "The AduC loss". For every anchor i of the 2N augmented samples:
 
     row_i    = [ l_i1 + log pi_1, ..., l_iC + log pi_C  |  z_i.z_j / T for the 2N samples j ]
     log D_i  = logsumexp over the C class columns and the samples j != i
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..distributed import gather_contrast_set
-from .registry import register_loss
+from .registry import LOSSES
 
 # The official code adds 1e-9 inside log(prior) and 1e-12 to the weighted positive count.
 PRIOR_EPS = 1e-9
@@ -72,18 +72,19 @@ def aduc_per_anchor(
     return -(weights * log_prob).sum(dim=1) / normaliser
 
 
-@register_loss("aduni")
+@LOSSES.register("aduni")
 class AduCLoss(nn.Module):
     """AduC: classifier logits and the batch's views in one softmax (Cong et al. 2022, Eq. 3).
 
     Args:
         num_classes: number of classes C.
-        class_counts: training count of every class; when given, the logits are shifted by
-            log(n_c / N + 1e-9) inside the loss (logit adjustment, as the official code). Inference uses the
-            raw logits.
+        class_counts: training count of every class; when given (and `logit_adjustment` is on), the logits
+            are shifted by log(n_c / N + 1e-9) inside the loss (logit adjustment, as the official code).
+            Inference uses the raw logits.
         temperature: T of the sample similarities (official 0.1). The classifier logits get none.
         base_temperature: T_b; the loss is multiplied by T / T_b (official 0.07, i.e. x1.4286).
         beta: weight of the own-class column (official 1).
+        logit_adjustment: False ignores `class_counts` (no shift).
         gather_distributed: under several processes, contrast this rank's anchors with the views of the
             global batch (all-gathered with gradient), as the official single-process batch does. False keeps
             the contrast set per process.
@@ -109,6 +110,7 @@ class AduCLoss(nn.Module):
         temperature: float = 0.1,
         base_temperature: float = 0.07,
         beta: float = 1.0,
+        logit_adjustment: bool = True,
         gather_distributed: bool = True,
     ) -> None:
         super().__init__()
@@ -128,14 +130,14 @@ class AduCLoss(nn.Module):
         self.beta = float(beta)
         self.gather_distributed = gather_distributed
         log_prior = torch.zeros(num_classes)
-        if class_counts is not None:
+        self.logit_adjustment = logit_adjustment and class_counts is not None
+        if self.logit_adjustment:
             counts = torch.as_tensor(class_counts, dtype=torch.float64)
             if counts.shape != (num_classes,) or (counts < 0).any() or counts.sum() <= 0:
                 raise ValueError(
                     f"class_counts must be {num_classes} non-negative counts with a positive sum, got {class_counts}"
                 )
             log_prior = torch.log(counts / counts.sum() + PRIOR_EPS).float()
-        self.logit_adjustment = class_counts is not None
         self.register_buffer("log_prior", log_prior, persistent=False)  # (C,)
 
     def extra_repr(self) -> str:
@@ -182,14 +184,3 @@ class AduCLoss(nn.Module):
     def from_outputs(self, outputs, labels: Tensor, alpha: float) -> Tensor:
         """The loss of a model output (`.features`, `.logits`) of a view-major batch."""
         return self(outputs.features, outputs.logits, labels, alpha)
-
-    @classmethod
-    def from_args(cls, args, num_classes: int, class_counts: Sequence[int]) -> AduCLoss:
-        """Build from a recipe's `MethodArguments` and the training split's class counts."""
-        return cls(
-            num_classes,
-            class_counts=class_counts if args.logit_adjustment else None,
-            temperature=args.temperature,
-            base_temperature=args.base_temperature,
-            beta=args.beta,
-        )

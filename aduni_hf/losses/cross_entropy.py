@@ -1,16 +1,14 @@
-"""Plain cross-entropy on one view: the CE row of the paper's Table 1 (methods.md 10)."""
+"""Plain cross-entropy on one view: the CE row of the paper's Table 1."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .registry import register_loss
+from .registry import LOSSES
 
 
-@register_loss("ce")
+@LOSSES.register("ce")
 class CrossEntropyLoss(nn.Module):
     """Cross-entropy of the classifier logits, averaged over every view of the batch.
 
@@ -34,7 +32,3 @@ class CrossEntropyLoss(nn.Module):
 
     def from_outputs(self, outputs, labels: Tensor, alpha: float) -> Tensor:
         return self(outputs.logits, labels)
-
-    @classmethod
-    def from_args(cls, args, num_classes: int, class_counts: Sequence[int]) -> CrossEntropyLoss:
-        return cls(num_classes)

@@ -1,28 +1,27 @@
-"""Registry of training losses keyed by method name."""
+"""The methods a recipe can name (`method: aduni`), each a loss registered with `@LOSSES.register(name)`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Sequence
+from typing import Any
 
 from torch import nn
 
-LOSSES: dict[str, type[nn.Module]] = {}
+from ..registry import Registry
+
+LOSSES: Registry[type[nn.Module]] = Registry("method")
 
 
-def register_loss(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator: make a loss available as `method: <name>` in a recipe."""
+def build_loss(method: str, num_classes: int, class_counts: Sequence[int], /, **options: Any) -> nn.Module:
+    """The loss registered as `method`, for `num_classes` classes with the training split's `class_counts`.
 
-    def wrap(cls: type[nn.Module]) -> type[nn.Module]:
-        if name in LOSSES:
-            raise KeyError(f"loss {name!r} is already registered ({LOSSES[name].__qualname__})")
-        LOSSES[name] = cls
-        return cls
-
-    return wrap
-
-
-def build_loss(name: str, **kwargs: object) -> nn.Module:
-    """Instantiate the loss registered as `name`; unknown names list the valid choices."""
-    if name not in LOSSES:
-        raise ValueError(f"unknown method {name!r}; choose one of {sorted(LOSSES)}")
-    return LOSSES[name](**kwargs)
+    A loss takes the options its constructor names (`temperature`, `beta`, ...) and ignores the rest, so one
+    recipe can hold the fields of every method; `class_counts` reaches the losses that take it.
+    """
+    loss_class = LOSSES[method]
+    accepted = inspect.signature(loss_class).parameters
+    kwargs = {name: value for name, value in options.items() if name in accepted}
+    if "class_counts" in accepted:
+        kwargs["class_counts"] = class_counts
+    return loss_class(num_classes=num_classes, **kwargs)

@@ -6,11 +6,16 @@ with `HfArgumentParser`; every check below raises a `ValueError` naming the fiel
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import typing
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from transformers import TrainingArguments
 
+from ..configuration_aduni import AdUniConfig
+from ..losses import LOSSES
 from ..schedules import ALPHA_SCHEDULES
 
 
@@ -19,17 +24,37 @@ def _positive(name: str, value: float) -> None:
         raise ValueError(f"{name} must be > 0, got {value!r}")
 
 
-@dataclass
-class ModelArguments:
-    """What the model is: `AdUniConfig` fields, plus where to take initial encoder weights from."""
+def _config_field(config_field: dataclasses.Field) -> tuple[str, Any, dataclasses.Field]:
+    """A recipe field mirroring one `AdUniConfig` field: same name, type, default and help."""
+    annotation = config_field.type
+    if isinstance(annotation, str):  # the config module uses postponed annotations
+        annotation = eval(annotation, {})  # noqa: S307  (builtin type expressions such as "int | None")
+    if dict in typing.get_args(annotation):
+        annotation = dict | str | None  # argparse hands over JSON text; ModelArguments parses it
+    return (
+        config_field.name,
+        annotation,
+        field(default=config_field.default, metadata=dict(config_field.metadata)),
+    )
 
-    backbone: str = field(default="resnet18", metadata={"help": "timm model name of the encoder."})
-    projection_dim: int = field(default=128, metadata={"help": "Output size of the projection head."})
-    classifier_dropout: float = field(default=0.5, metadata={"help": "Dropout before the linear classifier."})
-    image_size: int = field(default=384, metadata={"help": "Square input size for training and inference."})
-    zero_init_last: bool = field(
-        default=False,
-        metadata={"help": "Zero-init the last BN of each residual block (timm default; not official)."},
+
+MODEL_FIELDS = AdUniConfig.aduni_field_names()  # the model's own fields, not those of every PreTrainedConfig
+_ConfigFields = dataclasses.make_dataclass(
+    "_ConfigFields", [_config_field(f) for f in dataclasses.fields(AdUniConfig) if f.name in MODEL_FIELDS]
+)
+
+
+@dataclass
+class ModelArguments(_ConfigFields):
+    """What the model is: every `AdUniConfig` field (backbone, projection_dim, ...), validated by `AdUniConfig`
+    itself, plus where the initial weights come from."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Start from a saved AdUni model (a local folder or a Hub id). Its architecture fields must "
+            "match the recipe's; a different number of classes re-initialises only the classifier."
+        },
     )
     pretrained_backbone: str | None = field(
         default=None,
@@ -37,16 +62,18 @@ class ModelArguments:
     )
 
     def __post_init__(self) -> None:
-        from ..configuration_aduni import AdUniConfig
+        if isinstance(self.backbone_kwargs, str):
+            try:
+                self.backbone_kwargs = json.loads(self.backbone_kwargs)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"backbone_kwargs must be a JSON object, got {self.backbone_kwargs!r}") from error
+        if self.model_name_or_path is not None and self.pretrained_backbone is not None:
+            raise ValueError("give model_name_or_path or pretrained_backbone, not both")
+        self.config = AdUniConfig(**self.config_fields())  # the model's config checks every value
 
-        # The model's own config validates these fields (backbone known to timm, sizes, dropout).
-        AdUniConfig(
-            backbone=self.backbone,
-            projection_dim=self.projection_dim,
-            classifier_dropout=self.classifier_dropout,
-            image_size=self.image_size,
-            zero_init_last=self.zero_init_last,
-        )
+    def config_fields(self) -> dict[str, Any]:
+        """The `AdUniConfig` fields of the recipe."""
+        return {name: getattr(self, name) for name in MODEL_FIELDS}
 
 
 @dataclass
@@ -82,14 +109,11 @@ class DataArguments:
     )
 
     def __post_init__(self) -> None:
-        from ..data import AUGMENTATIONS, DATASET_BUILDERS
+        from ..data import AUGMENTATIONS, DATASETS
 
-        if self.dataset_path is None and self.dataset not in DATASET_BUILDERS:
-            raise ValueError(f"dataset={self.dataset!r} is unknown; choose one of {sorted(DATASET_BUILDERS)}")
-        if self.augmentation not in AUGMENTATIONS:
-            raise ValueError(
-                f"augmentation={self.augmentation!r} is unknown; choose one of {sorted(AUGMENTATIONS)}"
-            )
+        if self.dataset_path is None:
+            DATASETS.check(self.dataset, field="dataset")
+        AUGMENTATIONS.check(self.augmentation, field="augmentation")
         if self.num_folds < 2:
             raise ValueError(f"num_folds must be >= 2, got {self.num_folds}")
         if self.test_fold < 0:
@@ -104,7 +128,7 @@ class DataArguments:
 class MethodArguments:
     """The training method: its loss, its sampler and, for AdUni, the AduC constants and alpha schedule."""
 
-    method: str = field(default="aduni", metadata={"help": "Loss/method: aduni (AduC) or ce."})
+    method: str = field(default="aduni", metadata={"help": f"Method (its loss): {', '.join(LOSSES)}."})
     sampler: str = field(
         default="none", metadata={"help": "Training sampler: none (a permutation per epoch)."}
     )
@@ -129,16 +153,9 @@ class MethodArguments:
 
     def __post_init__(self) -> None:
         from ..data import SAMPLERS
-        from ..losses import LOSSES
-
-        if self.method not in LOSSES:
-            raise ValueError(f"method={self.method!r} is unknown; choose one of {sorted(LOSSES)}")
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler={self.sampler!r} is unknown; choose one of {sorted(SAMPLERS)}")
-        if self.alpha_schedule not in ALPHA_SCHEDULES:
-            raise ValueError(
-                f"alpha_schedule={self.alpha_schedule!r} is unknown; choose one of {list(ALPHA_SCHEDULES)}"
-            )
+        LOSSES.check(self.method, field="method")
+        SAMPLERS.check(self.sampler, field="sampler")
+        ALPHA_SCHEDULES.check(self.alpha_schedule, field="alpha_schedule")
         _positive("temperature", self.temperature)
         _positive("base_temperature", self.base_temperature)
         _positive("beta", self.beta)
@@ -151,7 +168,7 @@ class MethodArguments:
 
 @dataclass
 class AdUniTrainingArguments(TrainingArguments):
-    """`TrainingArguments` with the official AdUni optimisation recipe as the default (methods.md 2.5).
+    """`TrainingArguments` with the official AdUni optimisation recipe as the default (docs/method.md, "Schedules").
 
     `optimizer_recipe: official` trains with SGD (momentum 0.9, weight decay on all parameters), a per-epoch
     linear warm-up over `warmup_epochs`, then cosine on the raw epoch to `min_learning_rate` at `cosine_epochs`
@@ -219,5 +236,5 @@ class AdUniTrainingArguments(TrainingArguments):
             raise ValueError("remove_unused_columns must be False: the image column feeds the transforms")
         if self.dataloader_drop_last:
             raise ValueError(
-                "dataloader_drop_last would also drop evaluation images (hf.md 2.2); leave it False"
+                "dataloader_drop_last would also drop evaluation images (docs/hf_stack.md, \"Trainer\"); leave it False"
             )

@@ -1,10 +1,11 @@
-"""Trainer callbacks: the AduC alpha schedule."""
+"""Trainer callbacks: the AduC alpha schedule, and the console progress (a bar and one line per epoch)."""
 
 from __future__ import annotations
 
 import math
 
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from tqdm.auto import tqdm
+from transformers import IntervalStrategy, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from ..schedules import alpha_schedule
 
@@ -49,3 +50,79 @@ class AlphaScheduleCallback(TrainerCallback):
 
     def on_epoch_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         self._update(args, state)
+
+
+def _format_value(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 1e-2 and value != 0 else f"{value:.4f}".rstrip("0").rstrip(".")
+
+
+def format_log_line(logs: dict[str, float], num_epochs: float) -> str:
+    """One compact line for a Trainer log: `epoch 3/30  loss 2.3451  alpha 0.95  lr 0.1  val accuracy 0.9 ...`.
+
+    Per-class metrics (`eval_f1_<class>`) stay in the logs and trainer_state.json; the line shows the headline
+    numbers only.
+    """
+    parts = [f"epoch {math.ceil(logs['epoch'] - 1e-6) if logs.get('epoch') else 0}/{math.ceil(num_epochs)}"]
+    for key, label in (("loss", "loss"), ("alpha", "alpha"), ("learning_rate", "lr"), ("grad_norm", "grad norm")):
+        if key in logs:
+            parts.append(f"{label} {_format_value(float(logs[key]))}")
+    evaluated = [
+        (label, logs[f"eval_{key}"])
+        for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("loss", "loss"))
+        if f"eval_{key}" in logs
+    ]
+    if evaluated:
+        parts.append("val " + " ".join(f"{label} {_format_value(float(value))}" for label, value in evaluated))
+    if "train_runtime" in logs:
+        parts.append(f"done in {logs['train_runtime']:.1f} s, mean loss {_format_value(float(logs['train_loss']))}")
+    return "  ".join(parts)
+
+
+class EpochProgressCallback(TrainerCallback):
+    """A progress bar over the optimiser steps in a terminal, and one compact line per epoch.
+
+    Replaces the Trainer's `ProgressCallback` / `PrinterCallback`, which print every log as a dict (14 keys and
+    more with per-class F1). The bar shows only where standard error is a terminal (tqdm's `disable=None`) and
+    not with `disable_tqdm`. A training log waits for the validation log of the same epoch, so one line carries
+    both.
+    """
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.pending: dict[str, float] = {}
+        self.training = False  # evaluations after training print their own tables (Trainer.log_metrics)
+
+    def _print(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        self.training = True
+        if state.is_world_process_zero and not args.disable_tqdm:
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, disable=None, dynamic_ncols=True)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
+        if not self.training or not state.is_world_process_zero or not logs:
+            return
+        is_training_log = "loss" in logs and not any(key.startswith("eval_") for key in logs)
+        at_epoch_end = state.epoch is not None and abs(state.epoch - round(state.epoch)) < 1e-6
+        if is_training_log and at_epoch_end and args.eval_strategy == IntervalStrategy.EPOCH:
+            self.pending = dict(logs)  # printed with the validation numbers that follow at the epoch end
+            return
+        self._print(format_log_line({**self.pending, **logs}, args.num_train_epochs))
+        self.pending = {}
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        if self.pending:
+            self._print(format_log_line(self.pending, args.num_train_epochs))
+            self.pending = {}
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        self.training = False

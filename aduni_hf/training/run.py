@@ -6,11 +6,13 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import datasets
 import torch
+import transformers
 import yaml
 from transformers import set_seed
 
@@ -27,14 +29,67 @@ from ..data import (
 )
 from ..evaluation import build_compute_metrics, format_results_table
 from ..hub import build_image_processor, render_model_card
-from ..losses import LOSSES
+from ..losses import build_loss
 from ..modeling_aduni import AdUniForImageClassification
 from ..utils import write_atomic
-from .arguments import AdUniTrainingArguments, DataArguments, MethodArguments, ModelArguments
+from .arguments import MODEL_FIELDS, AdUniTrainingArguments, DataArguments, MethodArguments, ModelArguments
 from .callbacks import AlphaScheduleCallback
 from .trainer import AdUniTrainer
 
 logger = logging.getLogger(__name__)
+
+# Fields that shape the weights: a recipe starting from a saved model must agree with it on these.
+ARCHITECTURE_FIELDS = ("backbone", "projection_dim", "projection_hidden_dim", "backbone_kwargs")
+
+
+def setup_logging(training_args: AdUniTrainingArguments) -> None:
+    """Log as transformers' example scripts do: to stdout, at the Trainer's level for this process (info on the
+    main process by default, warnings only on the others), for aduni_hf, transformers and datasets alike."""
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%m/%d/%Y %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    if training_args.should_log:
+        transformers.utils.logging.set_verbosity_info()  # the Trainer's default level for the main process
+    level = training_args.get_process_log_level()
+    logging.getLogger("aduni_hf").setLevel(level)
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.enable_explicit_format()
+
+
+def build_model(model_args: ModelArguments, class_names: list[str]) -> AdUniForImageClassification:
+    """A fresh model from the recipe's `AdUniConfig` fields, or the saved model `model_name_or_path` with the
+    recipe's classes (a different number of classes re-initialises the classifier, nothing else)."""
+    labels = {"id2label": dict(enumerate(class_names)), "label2id": {n: i for i, n in enumerate(class_names)}}
+    if model_args.model_name_or_path is None:
+        config = model_args.config
+        config.id2label, config.label2id = labels["id2label"], labels["label2id"]
+        model = AdUniForImageClassification(config)
+        if model_args.pretrained_backbone:
+            model.load_backbone_weights(model_args.pretrained_backbone)
+        return model
+    source = model_args.model_name_or_path
+    saved = AdUniConfig.from_pretrained(source)
+    differing = {
+        name: (getattr(saved, name), getattr(model_args, name))
+        for name in ARCHITECTURE_FIELDS
+        if getattr(saved, name) != getattr(model_args, name)
+    }
+    if differing:
+        listing = ", ".join(f"{name}: {ours!r} in the recipe, {theirs!r} in the model" for name, (theirs, ours) in differing.items())
+        raise ValueError(f"model_name_or_path={source!r} has another architecture ({listing}); set them as the model has")
+    if saved.problem_type not in (None, "single_label_classification"):
+        raise ValueError(f"model_name_or_path={source!r} has problem_type={saved.problem_type!r}; training is single-label")
+    # Fields that do not shape weights (dropout, image size) follow the recipe.
+    overrides = {name: getattr(model_args, name) for name in MODEL_FIELDS if name not in ARCHITECTURE_FIELDS}
+    model = AdUniForImageClassification.from_pretrained(
+        source, ignore_mismatched_sizes=True, **labels, **overrides
+    )
+    logger.info("starting from %s (%d classes now)", source, len(class_names))
+    return model
 
 
 def load_data(data_args: DataArguments) -> datasets.Dataset:
@@ -89,6 +144,7 @@ def run_training(
     remote-code files, run_config.yaml, train/eval/test_results.json and README.md (the model card).
     Returns the test metrics (`test_accuracy`, `test_macro_f1`, ...).
     """
+    setup_logging(training_args)
     set_seed(training_args.seed)
     set_cpu_threads(training_args)
     dataset = load_data(data_args)
@@ -104,21 +160,9 @@ def run_training(
         dict(zip(class_names, train_counts, strict=True)),
     )
 
-    config = AdUniConfig(
-        backbone=model_args.backbone,
-        projection_dim=model_args.projection_dim,
-        classifier_dropout=model_args.classifier_dropout,
-        image_size=model_args.image_size,
-        zero_init_last=model_args.zero_init_last,
-        id2label=dict(enumerate(class_names)),
-        label2id={name: i for i, name in enumerate(class_names)},
-    )
-    model = AdUniForImageClassification(config)
-    if model_args.pretrained_backbone:
-        model.load_backbone_weights(model_args.pretrained_backbone)
-
+    model = build_model(model_args, class_names)
     # Class counts for logit adjustment come from the training images only (no validation, no test).
-    loss_fn = LOSSES[method_args.method].from_args(method_args, len(class_names), train_counts)
+    loss_fn = build_loss(method_args.method, len(class_names), train_counts, **dataclasses.asdict(method_args))
     train_dataset = MultiViewDataset(
         splits.train,
         build_augmentation(data_args.augmentation, model_args.image_size),
@@ -159,9 +203,13 @@ def run_training(
 
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()
+    trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
+    trainer.save_state()  # trainer_state.json: the per-epoch loss, alpha, learning rate and validation history
     if val_dataset is not None:
-        trainer.save_metrics("eval", trainer.evaluate())
+        eval_metrics = trainer.evaluate()
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
     test_metrics = trainer.evaluate(test_dataset, metric_key_prefix="test")
     trainer.save_metrics("test", test_metrics)
 

@@ -10,11 +10,12 @@ import torch
 from huggingface_hub import ModelCard
 from torch import nn
 from transformers import Trainer
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from ..data.samplers import EpochSampler, build_sampler
 from ..schedules import official_learning_rate
 from ..utils import write_atomic
-from .callbacks import AlphaScheduleCallback
+from .callbacks import AlphaScheduleCallback, EpochProgressCallback
 
 
 def _official_lr_factor(step: int, steps_per_epoch: int, base_lr: float, **schedule) -> float:
@@ -32,9 +33,11 @@ class AdUniTrainer(Trainer):
       `compute_metrics`.
     - alpha comes from the `AlphaScheduleCallback` among the callbacks (one is added with the official defaults
       if the loss uses alpha and none is given) and is written into the training logs.
-    - The train sampler is `sampler` from the `data.samplers` registry, a pure function of (seed, epoch).
+    - The train sampler is `sampler` from the `aduni_hf.data.SAMPLERS` registry, a pure function of
+      (seed, epoch).
+    - The console shows a progress bar (in a terminal) and one compact line per epoch (`EpochProgressCallback`).
     - With `args.optimizer_recipe == "official"`: SGD with momentum and weight decay on every parameter, and
-      the per-epoch warm-up + cosine learning rate of the released code (methods.md 2.5).
+      the per-epoch warm-up + cosine learning rate of the released code (docs/method.md, "Schedules").
 
     Args:
         loss_fn: a loss of the `aduni_hf.losses` registry (for example `AduCLoss`).
@@ -47,6 +50,10 @@ class AdUniTrainer(Trainer):
 
     def __init__(self, *args, loss_fn: nn.Module, sampler: str = "none", **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        # One compact line per epoch (and a bar in a terminal) instead of a dict per log.
+        self.remove_callback(ProgressCallback)
+        self.remove_callback(PrinterCallback)
+        self.add_callback(EpochProgressCallback())
         self.loss_fn = loss_fn.to(self.args.device)
         self.sampler_name = sampler
         self.model_card: ModelCard | None = None  # the results card; see create_model_card

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import AptosRaw, photo, write_truncated
 from PIL import Image
 
-from aduni_hf.data import DataValidationError, build_dataset, dataset_metadata, eval_transform
+from aduni_hf.data import DataValidationError, as_rgb, build_dataset, dataset_metadata, eval_transform
 from aduni_hf.data.transforms import kaggle_augmentation, seeded
-from aduni_hf.data.views import as_rgb
+from tests.data.layouts import AptosRaw, photo, write_truncated
 
 APTOS_NAMES = ["No DR", "Mild", "Moderate", "Severe", "Proliferative DR"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import ISIC_CLASSES, ISIC_GROUPINGS, IsicRaw, photo, write_csv, write_truncated
 
 from aduni_hf.data import DataValidationError, build_dataset, dataset_metadata
+from tests.data.layouts import ISIC_CLASSES, ISIC_GROUPINGS, IsicRaw, photo, write_csv, write_truncated
 
 
 def build(raw: IsicRaw, **options):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from aduni_hf.data import DataValidationError, build_dataset, dataset_metadata
-from aduni_hf.data.medmnist import DERMAMNIST_CLASS_NAMES
+from aduni_hf.data.sources.medmnist import DERMAMNIST_CLASS_NAMES
 
 
 def write_npz(path: Path, num_classes: int, size: int = 28, rgb: bool = True, sizes=(14, 4, 6)) -> Path:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import datasets
 import pytest
-from conftest import write_truncated
 
 from aduni_hf.data import DataValidationError, dataset_metadata, prepare_dataset
+from tests.data.layouts import write_truncated
 
 ROOT = Path(__file__).resolve().parents[2]
 

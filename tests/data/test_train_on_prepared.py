@@ -1,14 +1,15 @@
-"""Issue 3 item 7: the paper recipes train on a data set prepared from the official layout."""
+"""The paper recipes train on a data set prepared from the official layout."""
 
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 import yaml
-from conftest import make_aptos, make_isic
 
 from aduni_hf.data import prepare_dataset
 from aduni_hf.training import ARGUMENT_CLASSES, parse_recipe, run_training
+from tests.data.layouts import make_aptos, make_isic
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,8 +36,6 @@ def test_recipe_trains_on_a_prepared_dataset(tmp_path, recipe, make_raw, name, p
     assert 0 <= results["test_macro_f1"] <= 1
 
     run_config = yaml.safe_load((output_dir / "run_config.yaml").read_text())["data"]
-    import datasets
-
     dataset = datasets.load_from_disk(str(prepared.output_dir))
     folds, labels = np.asarray(dataset["fold"]), np.asarray(dataset["label"])
     sizes = run_config["num_images"]

@@ -1,6 +1,5 @@
 """Two-view training items: seeded by (seed, epoch, draw, index, view), independent of workers and processes."""
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -11,17 +10,15 @@ from aduni_hf.data import (
     MultiViewDataset,
     RandomEpochSampler,
     SingleViewDataset,
-    as_rgb,
     build_augmentation,
-    build_dataset,
     collate_views,
     eval_transform,
 )
 
 
 @pytest.fixture(scope="module")
-def small_digits():
-    return build_dataset("digits_lt").select(range(24))
+def small_digits(digits_lt):
+    return digits_lt.select(range(24))
 
 
 def test_views_are_seeded_and_independent(small_digits):
@@ -64,21 +61,6 @@ def test_same_views_with_any_number_of_workers(small_digits):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_sampler_is_a_pure_function_of_seed_and_epoch():
-    labels = [0] * 7 + [1] * 3
-    sampler = RandomEpochSampler(labels, seed=5)
-    sampler.set_epoch(2)
-    keys = list(sampler)
-    assert [k.epoch for k in keys] == [2] * 10 and [k.draw for k in keys] == list(range(10))
-    assert sorted(k.index for k in keys) == list(range(10))
-    assert [k.index for k in RandomEpochSampler(labels, seed=5)] != [k.index for k in keys]  # epoch 0
-    again = RandomEpochSampler(labels, seed=5)
-    again.set_epoch(2)
-    assert list(again) == keys
-    again.set_epoch(3)
-    assert [k.index for k in again] != [k.index for k in keys]
-
-
 def test_eval_items_and_collation(small_digits):
     single = SingleViewDataset(small_digits, eval_transform(16))
     batch = collate_views([single[0], single[1]])
@@ -87,22 +69,3 @@ def test_eval_items_and_collation(small_digits):
     # ImageNet normalisation of a black pixel
     black = eval_transform(4)(Image.new("RGB", (4, 4)))
     torch.testing.assert_close(black[:, 0, 0], torch.tensor([-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225]))
-
-
-@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "I;16", "I"])
-def test_as_rgb_converts_every_mode(mode):
-    if mode in ("I;16", "I"):
-        image = Image.fromarray(
-            np.full((4, 4), 65535 if mode == "I;16" else 255, dtype=np.uint16 if mode == "I;16" else np.int32)
-        )
-    else:
-        image = Image.new(mode, (4, 4))
-    rgb = as_rgb(image)
-    assert rgb.mode == "RGB" and rgb.size == (4, 4)
-    if mode.startswith("I"):
-        assert np.asarray(rgb).max() == 255
-
-
-def test_unknown_augmentation_names_the_choices():
-    with pytest.raises(ValueError, match="kaggle"):
-        build_augmentation("mixup", 32)

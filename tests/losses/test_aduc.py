@@ -1,7 +1,7 @@
-"""Tests of the AduC loss against reference/methods.md 2.3 and the invariants of 2.9.
+"""Tests of the AduC loss against docs/method.md, "The AduC loss", and its invariants.
 
-The oracle below is methods.md 2.3 transcribed with Python loops over anchors and columns, in plain float64
-Python arithmetic: slow and obviously correct. It shares no code with `aduni_hf.losses.aduc`.
+The oracle below is the formula of docs/method.md, "The AduC loss", transcribed with Python loops over
+anchors and columns, in plain float64 Python arithmetic: slow and obviously correct. It shares no code with `aduni_hf.losses.aduc`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ APTOS_LOG_PRIOR = [-0.707, -2.292, -1.299, -2.943, -2.519]
 def oracle_per_anchor(
     features, logits, labels, alpha, beta, temperature, base_temperature, class_counts=None
 ) -> list[float]:
-    """L_i of methods.md 2.3 step 7 (T/T_b scale included) for every anchor i of the view-major batch."""
+    """L_i of docs/method.md, "The AduC loss" (T/T_b scale included), for every anchor i of the view-major batch."""
     z = features.detach().double().tolist()  # (2N, d) as nested lists
     class_logits_raw = logits.detach().double().tolist()  # (2N, C)
     image_labels = [int(y) for y in labels]
@@ -170,7 +170,7 @@ def test_per_anchor_matches_loop_oracle():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Invariants of methods.md 2.9
+# Invariants (docs/method.md, "The AduC loss")
 # ----------------------------------------------------------------------------------------------------------
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import datasets
 
-from .assemble import RawItem, assemble_dataset
-from .builders import register_dataset
-from .csv_table import read_csv_table
-from .validation import DataValidationError, InvalidItems
+from ..assemble import RawItem, assemble_dataset
+from ..csv_table import read_csv_table
+from ..validation import DataValidationError, InvalidItems
+from .registry import DATASETS
 
 
 def find_csv(data_dir: Path, csv_file: str | None) -> Path:
@@ -46,7 +46,7 @@ def resolve_image_path(text: str, csv_dir: Path, data_dir: Path) -> Path:
     return csv_dir / path
 
 
-@register_dataset("csv")
+@DATASETS.register("csv")
 def build_csv(
     data_dir: str | None = None,
     num_folds: int = 5,
@@ -70,35 +70,25 @@ def build_csv(
     invalid = InvalidItems(skip_invalid, source=f"csv ({table})")
     required = [path_column, label_column] + [c for c in (id_column, group_column) if c is not None]
     _, rows = read_csv_table(table, required, invalid, id_column=id_column or path_column)
-    first_line: dict[str, int] = {}
-    kept = []
+    complete = []
     for row in rows:
-        path_text, label = row.values[path_column], row.values[label_column]
-        image_id = row.values[id_column] if id_column is not None else path_text
-        location = row.location(table)
         empty = [c for c in required if not row.values[c]]
         if empty:
-            invalid.add(image_id, location, f"empty {', '.join(empty)}")
-            continue
-        if image_id in first_line:
-            invalid.add(image_id, location, f"duplicate image id (first on line {first_line[image_id]})")
-            continue
-        first_line[image_id] = row.line
-        kept.append((row, image_id, label, location))
-    invalid.check(f"reading {table.name}")
-    if not kept:
-        raise DataValidationError(f"{table}: no data rows")
-    class_names = sorted({label for _, _, label, _ in kept})
+            image_id = row.values[id_column or path_column]
+            invalid.add(image_id, row.location(table), f"empty {', '.join(empty)}")
+        else:
+            complete.append(row)
+    class_names = sorted({row.values[label_column] for row in complete})
     label_index = {name: index for index, name in enumerate(class_names)}
     items = [
         RawItem(
-            image_id,
+            row.values[id_column or path_column],
             resolve_image_path(row.values[path_column], table.parent, data_root),
-            label_index[label],
-            location,
+            label_index[row.values[label_column]],
+            row.location(table),
             group=row.values[group_column] if group_column is not None else None,
         )
-        for row, image_id, label, location in kept
+        for row in complete
     ]
     return assemble_dataset(
         items,
@@ -110,6 +100,5 @@ def build_csv(
         image_size=image_size,
         cache_dir=cache_dir,
         num_workers=num_workers,
-        grouped=group_column is not None,
         extra_metadata={"csv_file": table.name},
     )

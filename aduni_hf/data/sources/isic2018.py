@@ -9,9 +9,10 @@ data_dir/
       image,lesion_id,diagnosis_confirm_type
 ```
 Class names are the ground-truth CSV's columns in their order. With the lesion groupings, the `group` column is
-the lesion id and folds are `StratifiedGroupKFold`: no lesion is in two folds (methods.md 2.6: splitting by
-image leaks lesions across folds). The real set has 10,015 images: 6,705 NV, 1,113 MEL, 1,099 BKL, 514 BCC,
-327 AKIEC, 142 VASC, 115 DF.
+the lesion id and folds are `StratifiedGroupKFold`: no lesion is in two folds, because HAM10000 holds several
+images of one lesion and splitting by image would put the same lesion in training and test folds
+(docs/method.md, "Evaluation and folds"). The real set has 10,015 images: 6,705 NV, 1,113 MEL, 1,099 BKL,
+514 BCC, 327 AKIEC, 142 VASC, 115 DF.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from pathlib import Path
 
 import datasets
 
-from .assemble import RawItem, assemble_dataset, match_image_files
-from .builders import register_dataset
-from .csv_table import CsvRow, read_csv_table
-from .validation import DataValidationError, InvalidItems, require_layout
+from ..assemble import RawItem, assemble_dataset
+from ..csv_table import CsvRow, read_csv_table
+from ..images import match_image_files
+from ..validation import DataValidationError, InvalidItems, require_layout
+from .registry import DATASETS
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +88,7 @@ def read_lesion_groupings(path: Path, invalid: InvalidItems) -> dict[str, str]:
     return {image_id: lesion for image_id, (lesion, _) in lesions.items()}
 
 
-@register_dataset("isic2018")
+@DATASETS.register("isic2018")
 def build_isic2018(
     data_dir: str | None = None,
     num_folds: int = 5,
@@ -121,34 +123,24 @@ def build_isic2018(
     if len(class_names) < 2:
         raise DataValidationError(f"{ground_truth} line 1: header {header} names fewer than two classes")
     labelled: list[tuple[CsvRow, int]] = []
-    first_line: dict[str, int] = {}
     for row in rows:
-        image_id = row.values["image"]
-        if not image_id:
+        if not row.values["image"]:
             invalid.add("", row.location(ground_truth), "empty image id")
             continue
-        if image_id in first_line:
-            invalid.add(
-                image_id,
-                row.location(ground_truth),
-                f"duplicate image id (first on line {first_line[image_id]})",
-            )
-            continue
-        first_line[image_id] = row.line
         label, problem = parse_one_hot(row, class_names)
         if problem is not None:
-            invalid.add(image_id, row.location(ground_truth), problem)
+            invalid.add(row.values["image"], row.location(ground_truth), problem)
         else:
             labelled.append((row, label))
+    all_ids = {row.values["image"] for row in rows}
     paths = match_image_files(
         [(row.values["image"], row.location(ground_truth)) for row, _ in labelled],
-        set(first_line),
+        all_ids,
         input_dir,
         ".jpg",
         ground_truth.name,
         invalid,
     )
-    invalid.check(f"reading {ground_truth.name} and listing {INPUT_DIR}")
 
     groupings: Path | None = None
     if group_by_lesion:
@@ -156,7 +148,7 @@ def build_isic2018(
     lesions: dict[str, str] = {}
     if groupings is not None:
         lesions = read_lesion_groupings(groupings, invalid)
-        extra = sorted(set(lesions) - set(first_line))
+        extra = sorted(set(lesions) - all_ids)
         if extra:
             logger.info(
                 "%s: %d row(s) name images not in %s (ignored)", groupings.name, len(extra), ground_truth.name
@@ -180,9 +172,6 @@ def build_isic2018(
         items.append(
             RawItem(image_id, paths[image_id], label, row.location(ground_truth), group=lesions.get(image_id))
         )
-    if groupings is not None:
-        invalid.check(f"reading {groupings.name}")
-
     return assemble_dataset(
         items,
         class_names,
@@ -193,6 +182,5 @@ def build_isic2018(
         image_size=image_size,
         cache_dir=cache_dir,
         num_workers=num_workers,
-        grouped=groupings is not None,
         extra_metadata={"lesion_groupings": groupings.name if groupings is not None else None},
     )

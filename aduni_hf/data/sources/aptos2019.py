@@ -15,10 +15,11 @@ from pathlib import Path
 
 import datasets
 
-from .assemble import RawItem, assemble_dataset, match_image_files
-from .builders import register_dataset
-from .csv_table import read_csv_table
-from .validation import InvalidItems, require_layout
+from ..assemble import RawItem, assemble_dataset
+from ..csv_table import read_csv_table
+from ..images import match_image_files
+from ..validation import InvalidItems, Location, require_layout
+from .registry import DATASETS
 
 TRAIN_CSV = "train.csv"
 TRAIN_IMAGES = "train_images"
@@ -36,7 +37,7 @@ def parse_grade(text: str, num_classes: int) -> tuple[int | None, str | None]:
     return int(value), None
 
 
-@register_dataset("aptos2019")
+@DATASETS.register("aptos2019")
 def build_aptos2019(
     data_dir: str | None = None,
     num_folds: int = 5,
@@ -54,17 +55,12 @@ def build_aptos2019(
     require_layout("aptos2019", root, (labels_csv, image_dir), f"{TRAIN_CSV} and {TRAIN_IMAGES}/")
     invalid = InvalidItems(skip_invalid, source=f"aptos2019 ({root})")
     _, rows = read_csv_table(labels_csv, ["id_code", "diagnosis"], invalid, id_column="id_code")
-    first_line: dict[str, int] = {}
-    labelled: list[tuple[str, int, str]] = []
+    labelled: list[tuple[str, int, Location]] = []
     for row in rows:
         image_id, location = row.values["id_code"], row.location(labels_csv)
         if not image_id:
             invalid.add("", location, "empty id_code")
             continue
-        if image_id in first_line:
-            invalid.add(image_id, location, f"duplicate id_code (first on line {first_line[image_id]})")
-            continue
-        first_line[image_id] = row.line
         grade, problem = parse_grade(row.values["diagnosis"], len(APTOS_CLASS_NAMES))
         if problem is not None:
             invalid.add(image_id, location, problem)
@@ -72,13 +68,12 @@ def build_aptos2019(
             labelled.append((image_id, grade, location))
     paths = match_image_files(
         [(image_id, location) for image_id, _, location in labelled],
-        set(first_line),
+        {row.values["id_code"] for row in rows},
         image_dir,
         ".png",
         TRAIN_CSV,
         invalid,
     )
-    invalid.check(f"reading {TRAIN_CSV} and listing {TRAIN_IMAGES}/")
     items = [
         RawItem(image_id, paths[image_id], grade, location)
         for image_id, grade, location in labelled
@@ -91,6 +86,7 @@ def build_aptos2019(
         num_folds=num_folds,
         seed=seed,
         invalid=invalid,
+        id_name="id_code",
         image_size=image_size,
         cache_dir=cache_dir,
         num_workers=num_workers,

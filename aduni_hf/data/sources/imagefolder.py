@@ -16,13 +16,13 @@ from pathlib import Path
 
 import datasets
 
-from .assemble import RawItem, assemble_dataset
-from .builders import register_dataset
-from .image_files import is_image_file
-from .validation import DataValidationError, InvalidItems
+from ..assemble import RawItem, assemble_dataset
+from ..images import is_image_file
+from ..validation import DataValidationError, InvalidItems, Location
+from .registry import DATASETS
 
 
-@register_dataset("imagefolder")
+@DATASETS.register("imagefolder")
 def build_imagefolder(
     data_dir: str | None = None,
     num_folds: int = 5,
@@ -52,10 +52,9 @@ def build_imagefolder(
             invalid.add("", str(class_dir), "class folder holds no image files (left out of the class names)")
     if not files_by_class:
         raise DataValidationError(f"imagefolder: no class sub-folder with images in {root}")
-    invalid.check("listing class folders")
     class_names = sorted(files_by_class)
     items = [
-        RawItem(path.relative_to(root).as_posix(), path, label, str(path))
+        RawItem(path.relative_to(root).as_posix(), path, label, Location(str(path)))
         for label, name in enumerate(class_names)
         for path in files_by_class[name]
     ]

@@ -2,24 +2,25 @@
 
 An npz holds train_images, train_labels, val_images, val_labels, test_images, test_labels: images uint8
 (N, H, W, 3) or (N, H, W), H = W from 28 to 224; labels (N, 1). `data_dir` is the .npz file, or a folder with
-`<name>.npz` (or one `<name>_<size>.npz`, or `medmnist_file`). The official split is kept as a `split` column
-(train / val / test) and the folds are assigned over all images. No download: the file must be on disk.
+`<name>.npz` (or one `<name>_<size>.npz`, or `medmnist_file`). Images are stored as 8-bit RGB. The official
+split is kept as a `split` column (train / val / test) and the folds are assigned over all images. No
+download: the file must be on disk.
 """
 
 from __future__ import annotations
 
 import zipfile
-from functools import partial
+from collections.abc import Sequence
 from pathlib import Path
 
 import datasets
 import numpy as np
 from PIL import Image
 
-from .assemble import finalize_dataset
-from .builders import register_dataset
-from .image_files import resize_like_transform, stored_image
-from .validation import DataValidationError, InvalidItems
+from ..assemble import RawItem, assemble_dataset
+from ..images import as_rgb
+from ..validation import DataValidationError, InvalidItems, Location
+from .registry import DATASETS
 
 SPLITS = ("train", "val", "test")
 # MedMNIST's label order (INFO["dermamnist"]["label"]); the same 7 classes as ISIC2018 / HAM10000.
@@ -92,7 +93,50 @@ def read_medmnist(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def build_medmnist(
     name: str,
-    class_names: tuple[str, ...],
+    class_names: Sequence[str],
+    *,
+    data_dir: str | None,
+    num_folds: int,
+    seed: int,
+    image_size: int | None,
+    skip_invalid: bool,
+    medmnist_file: str | None,
+    cache_dir: str | None,
+    num_workers: int,
+) -> datasets.Dataset:
+    """MedMNIST data set `name` with labels 0..len(class_names)-1 (module docstring)."""
+    if data_dir is None and medmnist_file is None:
+        raise ValueError(f"{name} needs data_dir: the {name}.npz file or its folder")
+    path = find_npz(Path(data_dir) if data_dir is not None else Path("."), name, medmnist_file)
+    invalid = InvalidItems(skip_invalid, source=f"{name} ({path})")
+    items = []
+    for split, (pixels, labels) in read_medmnist(path).items():
+        for index, (array, label) in enumerate(zip(pixels, labels, strict=True)):
+            image_id, location = f"{split}_{index:05d}", Location(f"{path.name} {split}_labels[{index}]")
+            if not 0 <= label < len(class_names):
+                invalid.add(image_id, location, f"label {label} is outside 0..{len(class_names) - 1}")
+            else:
+                image = as_rgb(Image.fromarray(array))
+                items.append(RawItem(image_id, image, int(label), location, extras={"split": split}))
+    return assemble_dataset(
+        items,
+        class_names,
+        source=name,
+        num_folds=num_folds,
+        seed=seed,
+        invalid=invalid,
+        image_size=image_size,
+        cache_dir=cache_dir,
+        num_workers=num_workers,
+        extra_metadata={
+            "medmnist_file": path.name,
+            "split_counts": {s: sum(item.extras["split"] == s for item in items) for s in SPLITS},
+        },
+    )
+
+
+@DATASETS.register("dermamnist")
+def build_dermamnist(
     data_dir: str | None = None,
     num_folds: int = 5,
     seed: int = 42,
@@ -102,48 +146,42 @@ def build_medmnist(
     cache_dir: str | None = None,
     num_workers: int = 0,
 ) -> datasets.Dataset:
-    """A MedMNIST data set (module docstring). `num_workers` is accepted for a uniform interface and unused."""
-    del num_workers
-    if data_dir is None and medmnist_file is None:
-        raise ValueError(f"{name} needs data_dir: the {name}.npz file or its folder")
-    path = find_npz(Path(data_dir) if data_dir is not None else Path("."), name, medmnist_file)
-    invalid = InvalidItems(skip_invalid, source=f"{name} ({path})")
-    if cache_dir is not None:
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    images, labels, image_ids, splits = [], [], [], []
-    for split, (pixels, grades) in read_medmnist(path).items():
-        for index, (array, label) in enumerate(zip(pixels, grades, strict=True)):
-            image_id = f"{split}_{index:05d}"
-            if not 0 <= label < len(class_names):
-                invalid.add(
-                    image_id,
-                    f"{path.name} {split}_labels[{index}]",
-                    f"label {label} is outside 0..{len(class_names) - 1}",
-                )
-                continue
-            image = Image.fromarray(array).convert("RGB")
-            if image_size is not None:
-                image = resize_like_transform(image, image_size)
-            cache_path = Path(cache_dir) / f"{image_id}.png" if cache_dir is not None else None
-            images.append(stored_image(image, f"{image_id}.png", cache_path))
-            labels.append(int(label))
-            image_ids.append(image_id)
-            splits.append(split)
-    invalid.check(f"reading {path.name}")
-    return finalize_dataset(
-        images,
-        labels,
-        image_ids,
-        class_names,
-        source=name,
+    """DermaMNIST: the 7 HAM10000 classes (module docstring); options as in `prepare_dataset`."""
+    return build_medmnist(
+        "dermamnist",
+        DERMAMNIST_CLASS_NAMES,
+        data_dir=data_dir,
         num_folds=num_folds,
         seed=seed,
-        invalid=invalid,
         image_size=image_size,
-        extra_columns={"split": (splits, datasets.Value("string"))},
-        extra_metadata={"medmnist_file": path.name, "split_counts": {s: splits.count(s) for s in SPLITS}},
+        skip_invalid=skip_invalid,
+        medmnist_file=medmnist_file,
+        cache_dir=cache_dir,
+        num_workers=num_workers,
     )
 
 
-register_dataset("dermamnist")(partial(build_medmnist, "dermamnist", DERMAMNIST_CLASS_NAMES))
-register_dataset("retinamnist")(partial(build_medmnist, "retinamnist", RETINAMNIST_CLASS_NAMES))
+@DATASETS.register("retinamnist")
+def build_retinamnist(
+    data_dir: str | None = None,
+    num_folds: int = 5,
+    seed: int = 42,
+    image_size: int | None = None,
+    skip_invalid: bool = False,
+    medmnist_file: str | None = None,
+    cache_dir: str | None = None,
+    num_workers: int = 0,
+) -> datasets.Dataset:
+    """RetinaMNIST: 5 diabetic retinopathy grades (module docstring); options as in `prepare_dataset`."""
+    return build_medmnist(
+        "retinamnist",
+        RETINAMNIST_CLASS_NAMES,
+        data_dir=data_dir,
+        num_folds=num_folds,
+        seed=seed,
+        image_size=image_size,
+        skip_invalid=skip_invalid,
+        medmnist_file=medmnist_file,
+        cache_dir=cache_dir,
+        num_workers=num_workers,
+    )

@@ -1,4 +1,7 @@
-"""`digits_lt`: scikit-learn's bundled handwritten digits (real 8x8 scans, no download) made long-tailed."""
+"""`digits_lt`: scikit-learn's bundled handwritten digits (real 8x8 scans, no download) made long-tailed.
+
+The images are stored as 8-bit grayscale PNGs (the training transforms convert them to RGB).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,9 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from .builders import fold_dataset, register_dataset
-from .image_files import stored_image
+from ..assemble import RawItem, assemble_dataset
+from ..validation import Location
+from .registry import DATASETS
 
 
 def long_tail_counts(available: np.ndarray, imbalance_ratio: float) -> np.ndarray:
@@ -19,13 +23,12 @@ def long_tail_counts(available: np.ndarray, imbalance_ratio: float) -> np.ndarra
     return np.maximum(1, np.floor(n_max * profile)).astype(np.int64)
 
 
-def _digit_png(pixels: np.ndarray, image_id: str) -> dict[str, object]:
-    """An 8x8 digit (0..16) as an 8-bit grayscale PNG held in memory."""
-    image = Image.fromarray(np.round(pixels * (255.0 / 16.0)).astype(np.uint8), mode="L")
-    return stored_image(image, f"{image_id}.png", cache_path=None)
+def digit_image(pixels: np.ndarray) -> Image.Image:
+    """An 8x8 digit (values 0..16) as an 8-bit grayscale image."""
+    return Image.fromarray(np.round(pixels * (255.0 / 16.0)).astype(np.uint8), mode="L")
 
 
-@register_dataset("digits_lt")
+@DATASETS.register("digits_lt")
 def build_digits_lt(
     data_dir: str | None = None, num_folds: int = 5, seed: int = 42, imbalance_ratio: float = 10.0
 ) -> datasets.Dataset:
@@ -50,13 +53,20 @@ def build_digits_lt(
             ]
         )
     )
-    return fold_dataset(
-        images=[_digit_png(digits.images[i], f"digits-{i:04d}") for i in kept],
-        labels=targets[kept],
-        image_ids=[f"digits-{i:04d}" for i in kept],
-        class_names=[str(c) for c in range(10)],
+    items = [
+        RawItem(
+            f"digits-{i:04d}",
+            digit_image(digits.images[i]),
+            int(targets[i]),
+            Location(f"load_digits() image {i}"),
+        )
+        for i in kept
+    ]
+    return assemble_dataset(
+        items,
+        [str(c) for c in range(10)],
+        source="digits_lt",
         num_folds=num_folds,
         seed=seed,
-        source="digits_lt",
         extra_metadata={"imbalance_ratio": imbalance_ratio},
     )
