@@ -35,4 +35,6 @@ def test_demo_trains_on_two_processes(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((output_dir / "test_results.json").read_text())
     assert 0 <= results["test_macro_f1"] <= 1
-    assert "'alpha'" in result.stdout  # the schedule reached the logs of the two-process run
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    assert [log["alpha"] for log in history if "loss" in log] == [1.0]  # the schedule reached the logs
+    assert "alpha 1" in result.stdout  # and the console line of the main process

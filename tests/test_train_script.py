@@ -1,7 +1,9 @@
-"""The README's demo command, shortened to one epoch: `accelerate launch scripts/train.py configs/demo.yaml`."""
+"""The README's demo command, shortened to one epoch, on a machine where `accelerate config` never ran."""
 
 import json
 import os
+import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -12,29 +14,71 @@ from huggingface_hub import ModelCard
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+DEMO_COMMAND = "accelerate launch --config_file configs/accelerate/single.yaml scripts/train.py configs/demo.yaml"
 
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
+    assert DEMO_COMMAND in (REPO / "README.md").read_text()
     output_dir = tmp_path_factory.mktemp("demo") / "out"
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no",
-        str(REPO / "scripts" / "train.py"), str(REPO / "configs" / "demo.yaml"),
-        "--num_train_epochs", "1", "--output_dir", str(output_dir),
-    ]  # fmt: skip
+    fresh_home = tmp_path_factory.mktemp("hf_home")  # no accelerate default config, as on a fresh machine
+    command = [sys.executable, "-m", "accelerate.commands.launch", *DEMO_COMMAND.split()[2:]]
+    command += ["--num_train_epochs", "2", "--output_dir", str(output_dir)]
     result = subprocess.run(
-        command, capture_output=True, text=True, timeout=600, cwd=REPO, env=dict(os.environ)
+        command,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+        env={**os.environ, "HF_HOME": str(fresh_home)},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return output_dir, result.stdout
+    return output_dir, result.stdout + result.stderr
 
 
-def test_output_dir_holds_what_design_md_lists(demo_run):
+def test_launch_prints_no_warning_about_missing_settings(demo_run):
+    _, output = demo_run
+    assert "were not passed to `accelerate launch`" not in output
+
+
+def test_console_shows_our_logs_and_one_line_per_epoch(demo_run):
+    _, output = demo_run
+    assert re.search(r"aduni_hf\.training\.run - train \d+ images, val \d+, test 142", output)  # our logger
+    epoch_lines = [line for line in output.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epoch_lines[:2]] == ["1/2", "2/2"]
+    assert all("loss" in line and "alpha" in line and "val accuracy" in line for line in epoch_lines[:2])
+    assert "{'loss'" not in output and "'eval_f1_0'" not in output  # no dict per log
+
+
+def test_trainer_state_keeps_the_history(demo_run):
+    output_dir, _ = demo_run
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    training = [log for log in history if "loss" in log]
+    assert [log["epoch"] for log in training] == [1.0, 2.0]
+    assert all({"alpha", "learning_rate", "grad_norm"} <= set(log) for log in training)
+    assert [log["epoch"] for log in history if "eval_macro_f1" in log] == [1.0, 2.0]
+
+
+def test_output_files_are_readable_by_everyone(demo_run):
+    output_dir, _ = demo_run
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("model.safetensors", "README.md", "run_config.yaml", "config.json", "test_results.json"):
+        mode = stat.S_IMODE((output_dir / name).stat().st_mode)
+        assert mode == 0o666 & ~umask, f"{name}: {oct(mode)}"
+
+
+def test_official_recipe_runs_without_clipping(demo_run):
+    output_dir, _ = demo_run
+    run_config = yaml.safe_load((output_dir / "run_config.yaml").read_text())
+    assert run_config["AdUniTrainingArguments"]["max_grad_norm"] == 0.0
+
+
+def test_output_dir_holds_the_documented_files(demo_run):
     output_dir, _ = demo_run
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "configuration_aduni.py",
                  "modeling_aduni.py", "README.md", "run_config.yaml", "train_results.json", "eval_results.json",
-                 "test_results.json"):  # fmt: skip
+                 "test_results.json", "trainer_state.json", "all_results.json"):  # fmt: skip
         assert (output_dir / name).is_file(), name
     config = json.loads((output_dir / "config.json").read_text())
     assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForImageClassification"}
@@ -51,7 +95,7 @@ def test_results_and_table(demo_run):
     assert "macro-F1" in stdout and "F1 9" in stdout
     run_config = yaml.safe_load((output_dir / "run_config.yaml").read_text())
     assert run_config["MethodArguments"]["alpha_decay"] == 22
-    assert run_config["AdUniTrainingArguments"]["num_train_epochs"] == 1
+    assert run_config["AdUniTrainingArguments"]["num_train_epochs"] == 2
 
 
 def test_model_card_carries_the_results(demo_run):

@@ -1,14 +1,31 @@
-"""Render the model card (README.md of an output_dir / Hub repo) from the model_card.md template."""
+"""Render the model card (README.md of an output_dir / Hub repo) from the template shipped in the package.
+
+The template is `model_card_template.md` beside this file, package data of the wheel, so a non-editable install
+finds it; the repository's top-level `model_card.md` is a readable copy that a test keeps identical.
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "model_card.md"
+DEFAULT_TEMPLATE = Path(__file__).resolve().parent / "model_card_template.md"
+
+
+def library_provenance() -> tuple[str, str | None]:
+    """(aduni_hf's version, its project URL from the installed package's metadata, if it declares one)."""
+    try:
+        metadata = importlib.metadata.metadata("aduni_hf")
+    except importlib.metadata.PackageNotFoundError:
+        from .. import __version__
+
+        return __version__, None
+    urls = [entry.split(",", 1)[-1].strip() for entry in metadata.get_all("Project-URL") or []]
+    return metadata["Version"], urls[0] if urls else None
 
 METHOD_DESCRIPTIONS = {
     "aduni": (
@@ -72,9 +89,12 @@ def render_model_card(
     template = Path(template_path) if template_path is not None else DEFAULT_TEMPLATE
     if not template.is_file():
         raise FileNotFoundError(f"model card template not found: {template}")
+    library_version, library_url = library_provenance()
     return ModelCard.from_template(
         card_data,
         template_path=str(template),
+        library_version=library_version,
+        library_url=library_url,
         model_name=model_name,
         model_id=model_id,
         dataset_name=dataset_name,

@@ -11,7 +11,7 @@ from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 def build_image_processor(image_size: int) -> ViTImageProcessor:
     """Resize to (image_size, image_size) bilinearly and normalise, as the evaluation transform does.
 
-    ViTImageProcessor's own default mean/std are 0.5/0.5, so they are always passed (hf.md 1.7).
+    ViTImageProcessor's own default mean/std are 0.5/0.5, so they are always passed (docs/hf_stack.md, "Remote code").
     """
     return ViTImageProcessor(
         do_resize=True,
