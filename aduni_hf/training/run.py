@@ -79,10 +79,16 @@ def build_model(model_args: ModelArguments, class_names: list[str]) -> AdUniForI
         if getattr(saved, name) != getattr(model_args, name)
     }
     if differing:
-        listing = ", ".join(f"{name}: {ours!r} in the recipe, {theirs!r} in the model" for name, (theirs, ours) in differing.items())
-        raise ValueError(f"model_name_or_path={source!r} has another architecture ({listing}); set them as the model has")
+        listing = ", ".join(
+            f"{name}: {ours!r} in the recipe, {theirs!r} in the model" for name, (theirs, ours) in differing.items()
+        )
+        raise ValueError(
+            f"model_name_or_path={source!r} has another architecture ({listing}); set them as the model has"
+        )
     if saved.problem_type not in (None, "single_label_classification"):
-        raise ValueError(f"model_name_or_path={source!r} has problem_type={saved.problem_type!r}; training is single-label")
+        raise ValueError(
+            f"model_name_or_path={source!r} has problem_type={saved.problem_type!r}; training is single-label"
+        )
     # Fields that do not shape weights (dropout, image size) follow the recipe.
     overrides = {name: getattr(model_args, name) for name in MODEL_FIELDS if name not in ARCHITECTURE_FIELDS}
     model = AdUniForImageClassification.from_pretrained(
@@ -261,6 +267,12 @@ def run_training(
     return test_metrics
 
 
+def weights_source(model_args: ModelArguments) -> str:
+    if model_args.model_name_or_path:
+        return f"from {model_args.model_name_or_path}"
+    return "local encoder weights" if model_args.pretrained_backbone else "from scratch"
+
+
 def recipe_summary(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -269,7 +281,7 @@ def recipe_summary(
 ) -> dict[str, Any]:
     """The settings a reader of the model card needs, in the paper's terms."""
     summary: dict[str, Any] = {
-        "backbone": f"{model_args.backbone} ({'local weights' if model_args.pretrained_backbone else 'from scratch'})",
+        "backbone": f"{model_args.backbone} ({weights_source(model_args)})",
         "image size": f"{model_args.image_size}x{model_args.image_size}",
         "augmentation": data_args.augmentation,
         "method / sampler": f"{method_args.method} / {method_args.sampler}",
@@ -282,6 +294,7 @@ def recipe_summary(
         )
     else:
         summary["optimiser"] = f"{args.optim} lr {args.learning_rate:g}, {args.lr_scheduler_type} schedule"
+    summary["gradient clipping"] = f"norm {args.max_grad_norm:g}" if args.max_grad_norm else "none"
     if method_args.method == "aduni":
         summary["AduC"] = (
             f"T {method_args.temperature:g}, T_b {method_args.base_temperature:g}, beta {method_args.beta:g}, "
