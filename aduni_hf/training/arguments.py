@@ -15,6 +15,7 @@ from typing import Any, Literal
 from transformers import TrainingArguments
 
 from ..configuration_aduni import AdUniConfig
+from ..data import AUGMENTATIONS, DATASETS, SAMPLERS
 from ..losses import LOSSES
 from ..schedules import ALPHA_SCHEDULES
 
@@ -82,7 +83,7 @@ class DataArguments:
 
     dataset: str = field(
         default="digits_lt",
-        metadata={"help": "Builder name (build_dataset), used when dataset_path is not given."},
+        metadata={"help": f"Data set to build when dataset_path is not given: {', '.join(DATASETS)}."},
     )
     dataset_path: str | None = field(
         default=None, metadata={"help": "A dataset written by scripts/prepare_data.py (save_to_disk folder)."}
@@ -102,15 +103,13 @@ class DataArguments:
         metadata={"help": "Stratified share of the training folds kept for validation (0: none)."},
     )
     augmentation: str = field(
-        default="kaggle", metadata={"help": "Training augmentation: kaggle, digits or none."}
+        default="kaggle", metadata={"help": f"Training augmentation: {', '.join(AUGMENTATIONS)}."}
     )
     imbalance_ratio: float = field(
         default=10.0, metadata={"help": "digits_lt only: majority/minority ratio."}
     )
 
     def __post_init__(self) -> None:
-        from ..data import AUGMENTATIONS, DATASETS
-
         if self.dataset_path is None:
             DATASETS.check(self.dataset, field="dataset")
         AUGMENTATIONS.check(self.augmentation, field="augmentation")
@@ -130,7 +129,7 @@ class MethodArguments:
 
     method: str = field(default="aduni", metadata={"help": f"Method (its loss): {', '.join(LOSSES)}."})
     sampler: str = field(
-        default="none", metadata={"help": "Training sampler: none (a permutation per epoch)."}
+        default="none", metadata={"help": f"Training sampler: {', '.join(SAMPLERS)}."}
     )
     temperature: float = field(
         default=0.1, metadata={"help": "AduC temperature T of the sample similarities."}
@@ -152,7 +151,6 @@ class MethodArguments:
     )
 
     def __post_init__(self) -> None:
-        from ..data import SAMPLERS
         LOSSES.check(self.method, field="method")
         SAMPLERS.check(self.sampler, field="sampler")
         ALPHA_SCHEDULES.check(self.alpha_schedule, field="alpha_schedule")
