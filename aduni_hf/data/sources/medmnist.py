@@ -135,53 +135,37 @@ def build_medmnist(
     )
 
 
-@DATASETS.register("dermamnist")
-def build_dermamnist(
-    data_dir: str | None = None,
-    num_folds: int = 5,
-    seed: int = 42,
-    image_size: int | None = None,
-    skip_invalid: bool = False,
-    medmnist_file: str | None = None,
-    cache_dir: str | None = None,
-    num_workers: int = 0,
-) -> datasets.Dataset:
-    """DermaMNIST: the 7 HAM10000 classes (module docstring); options as in `prepare_dataset`."""
-    return build_medmnist(
-        "dermamnist",
-        DERMAMNIST_CLASS_NAMES,
-        data_dir=data_dir,
-        num_folds=num_folds,
-        seed=seed,
-        image_size=image_size,
-        skip_invalid=skip_invalid,
-        medmnist_file=medmnist_file,
-        cache_dir=cache_dir,
-        num_workers=num_workers,
-    )
+def register_medmnist(name: str, class_names: tuple[str, ...], description: str) -> None:
+    """Register the MedMNIST data set `name` with its class names (the reader's options stay named parameters,
+    as `prepare_dataset` reads them from the signature)."""
+
+    def build(
+        data_dir: str | None = None,
+        num_folds: int = 5,
+        seed: int = 42,
+        image_size: int | None = None,
+        skip_invalid: bool = False,
+        medmnist_file: str | None = None,
+        cache_dir: str | None = None,
+        num_workers: int = 0,
+    ) -> datasets.Dataset:
+        return build_medmnist(
+            name,
+            class_names,
+            data_dir=data_dir,
+            num_folds=num_folds,
+            seed=seed,
+            image_size=image_size,
+            skip_invalid=skip_invalid,
+            medmnist_file=medmnist_file,
+            cache_dir=cache_dir,
+            num_workers=num_workers,
+        )
+
+    build.__name__ = build.__qualname__ = f"build_{name}"
+    build.__doc__ = f"{description} (module docstring); options as in `prepare_dataset`."
+    DATASETS.register(name)(build)
 
 
-@DATASETS.register("retinamnist")
-def build_retinamnist(
-    data_dir: str | None = None,
-    num_folds: int = 5,
-    seed: int = 42,
-    image_size: int | None = None,
-    skip_invalid: bool = False,
-    medmnist_file: str | None = None,
-    cache_dir: str | None = None,
-    num_workers: int = 0,
-) -> datasets.Dataset:
-    """RetinaMNIST: 5 diabetic retinopathy grades (module docstring); options as in `prepare_dataset`."""
-    return build_medmnist(
-        "retinamnist",
-        RETINAMNIST_CLASS_NAMES,
-        data_dir=data_dir,
-        num_folds=num_folds,
-        seed=seed,
-        image_size=image_size,
-        skip_invalid=skip_invalid,
-        medmnist_file=medmnist_file,
-        cache_dir=cache_dir,
-        num_workers=num_workers,
-    )
+register_medmnist("dermamnist", DERMAMNIST_CLASS_NAMES, "DermaMNIST: the 7 HAM10000 classes")
+register_medmnist("retinamnist", RETINAMNIST_CLASS_NAMES, "RetinaMNIST: 5 diabetic retinopathy grades")
