@@ -203,3 +203,18 @@ def test_one_official_step_is_a_plain_sgd_step(tmp_path, splits, max_grad_norm):
         buffer = scale * parameter.grad + 1e-4 * parameter  # the first momentum buffer is the gradient itself
         expected = parameter - learning_rate * buffer
         torch.testing.assert_close(trained[name], expected, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_gradient_checkpointing_from_the_recipe_trains(tmp_path, splits):
+    """`gradient_checkpointing: true` (and its transformers-5 name `activation_checkpointing`) reaches timm's
+    encoder, and a step trains as without it."""
+    losses = {}
+    for field in (None, "gradient_checkpointing", "activation_checkpointing"):
+        overrides = {field: True} if field else {}
+        trainer = make_trainer(tmp_path / str(field), splits, epochs=1, max_steps=1, **overrides)
+        trainer.model.classifier.dropout.p = 0.0
+        trainer.train()
+        assert trainer.model.aduni.backbone.grad_checkpointing is (field is not None)
+        losses[field] = trainer.state.log_history[0]["loss"]
+    assert losses["gradient_checkpointing"] == pytest.approx(losses[None], rel=1e-5)
+    assert losses["activation_checkpointing"] == pytest.approx(losses[None], rel=1e-5)
