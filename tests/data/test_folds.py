@@ -43,3 +43,26 @@ def test_split_by_fold_keeps_the_test_fold_out(digits_lt):
 def test_inner_split_without_validation():
     train, val = inner_validation_split([0, 1] * 10, 0.0, seed=0)
     assert len(train) == 20 and len(val) == 0
+
+
+def test_the_same_seed_gives_the_same_folds_and_splits_and_another_seed_does_not():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 4, size=400).tolist()
+    groups = [f"g{i // 2}" for i in range(400)]
+    for grouping in (None, groups):
+        first = assign_folds(labels, num_folds=5, seed=11, groups=grouping)
+        assert np.array_equal(first, assign_folds(labels, num_folds=5, seed=11, groups=grouping))
+        assert not np.array_equal(first, assign_folds(labels, num_folds=5, seed=12, groups=grouping))
+    train, val = inner_validation_split(labels, 0.1, seed=5)
+    again_train, again_val = inner_validation_split(labels, 0.1, seed=5)
+    assert np.array_equal(train, again_train) and np.array_equal(val, again_val)
+
+
+def test_split_by_fold_is_a_function_of_the_seed(digits_lt):
+    first = split_by_fold(digits_lt, test_fold=1, val_fraction=0.1, seed=42)
+    again = split_by_fold(digits_lt, test_fold=1, val_fraction=0.1, seed=42)
+    for part in ("train", "val", "test"):
+        assert list(getattr(first, part)["image_id"]) == list(getattr(again, part)["image_id"])
+    other = split_by_fold(digits_lt, test_fold=1, val_fraction=0.1, seed=43)
+    assert set(other.val["image_id"]) != set(first.val["image_id"])
+    assert list(other.test["image_id"]) == list(first.test["image_id"])  # the test fold is the data set's, not the seed's

@@ -7,75 +7,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aduni_hf import AduCLoss, AdUniConfig, AdUniForImageClassification, AdUniTrainer, AlphaScheduleCallback
+from aduni_hf import AlphaScheduleCallback
 from aduni_hf.data import (
-    MultiViewDataset,
     RandomEpochSampler,
     SingleViewDataset,
-    build_augmentation,
-    build_dataset,
     collate_views,
     eval_transform,
-    split_by_fold,
 )
-from aduni_hf.evaluation import build_compute_metrics
 from aduni_hf.losses import CrossEntropyLoss
 from aduni_hf.schedules import alpha_schedule, official_learning_rate
 from aduni_hf.training import AdUniTrainingArguments
-
-IMAGE_SIZE = 16
-NUM_TRAIN = 40  # 3 steps per epoch at batch 16: 16, 16, 8
-
-
-class RecordingViews(MultiViewDataset):
-    """Records the sampler keys it is asked for (test instrumentation, not a replacement)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.keys = []
-
-    def __getitem__(self, key):
-        self.keys.append(key)
-        return super().__getitem__(key)
+from tests.training.trainer_helpers import IMAGE_SIZE, NUM_TRAIN, digits_splits, make_trainer
 
 
 @pytest.fixture(scope="module")
 def splits():
-    return split_by_fold(build_dataset("digits_lt"), test_fold=0, val_fraction=0.1, seed=42)
-
-
-def make_trainer(tmp_path, splits, loss_fn=None, epochs=3, callbacks=None, **overrides):
-    train = splits.train.select(range(NUM_TRAIN))
-    counts = np.bincount(train["label"], minlength=10).tolist()
-    loss_fn = loss_fn if loss_fn is not None else AduCLoss(10, class_counts=counts)
-    args = dict(
-        output_dir=str(tmp_path / "run"),
-        num_train_epochs=epochs,
-        per_device_train_batch_size=16,
-        per_device_eval_batch_size=5,
-        warmup_epochs=1,
-        cosine_epochs=epochs,
-        use_cpu=True,
-        disable_tqdm=True,
-        eval_strategy="no",
-        logging_strategy="steps",
-        logging_steps=1,
-        seed=0,
-    )
-    args.update(overrides)
-    torch.manual_seed(0)
-    model = AdUniForImageClassification(AdUniConfig(num_labels=10, image_size=IMAGE_SIZE))
-    return AdUniTrainer(
-        model=model,
-        args=AdUniTrainingArguments(**args),
-        loss_fn=loss_fn,
-        train_dataset=RecordingViews(
-            train, build_augmentation("digits", IMAGE_SIZE), num_views=loss_fn.num_views, seed=0
-        ),
-        data_collator=collate_views,
-        compute_metrics=build_compute_metrics([str(c) for c in range(10)]),
-        callbacks=callbacks,
-    )
+    return digits_splits()
 
 
 def test_alpha_and_learning_rate_follow_the_epoch_schedules(tmp_path, splits):
