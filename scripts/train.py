@@ -6,15 +6,21 @@ python scripts/train.py configs/isic2018_aduni.yaml --dataset_path data/isic2018
 
 import sys
 
-from aduni_hf.training import ARGUMENT_CLASSES, RecipeError, parse_recipe, run_training
+from aduni_hf.training import (
+    ARGUMENT_CLASSES,
+    NonFiniteTrainingError,
+    RecipeError,
+    parse_recipe,
+    run_training,
+)
 
 
 def main() -> None:
     try:
         model_args, data_args, method_args, training_args = parse_recipe(ARGUMENT_CLASSES, sys.argv[1:])
-    except RecipeError as err:
+        run_training(model_args, data_args, method_args, training_args)
+    except (RecipeError, NonFiniteTrainingError) as err:
         sys.exit(f"error: {err}")
-    run_training(model_args, data_args, method_args, training_args)
 
 
 if __name__ == "__main__":

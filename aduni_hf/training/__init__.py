@@ -4,7 +4,7 @@ from .arguments import AdUniTrainingArguments, DataArguments, MethodArguments, M
 from .callbacks import AlphaScheduleCallback
 from .cli import RecipeError, parse_recipe
 from .run import run_training
-from .trainer import AdUniTrainer
+from .trainer import AdUniTrainer, NonFiniteTrainingError
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, MethodArguments, AdUniTrainingArguments)
 
@@ -16,6 +16,7 @@ __all__ = [
     "DataArguments",
     "MethodArguments",
     "ModelArguments",
+    "NonFiniteTrainingError",
     "RecipeError",
     "parse_recipe",
     "run_training",

@@ -61,13 +61,22 @@ class ModelArguments(_ConfigFields):
         default=None,
         metadata={"help": "Local .safetensors/.pth file of encoder weights; default: from scratch."},
     )
+    ignore_mismatched_sizes: bool = field(
+        default=False,
+        metadata={
+            "help": "With model_name_or_path: train on data whose classes differ from the model's labels, with a "
+            "new classifier (as in transformers' example scripts). Without it such a start is refused."
+        },
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.backbone_kwargs, str):
             try:
                 self.backbone_kwargs = json.loads(self.backbone_kwargs)
             except json.JSONDecodeError as error:
-                raise ValueError(f"backbone_kwargs must be a JSON object, got {self.backbone_kwargs!r}") from error
+                raise ValueError(
+                    f"backbone_kwargs must be a JSON object, got {self.backbone_kwargs!r}"
+                ) from error
         if self.model_name_or_path is not None and self.pretrained_backbone is not None:
             raise ValueError("give model_name_or_path or pretrained_backbone, not both")
         self.config = AdUniConfig(**self.config_fields())  # the model's config checks every value
@@ -117,6 +126,11 @@ class DataArguments:
             raise ValueError(f"num_folds must be >= 2, got {self.num_folds}")
         if self.test_fold < 0:
             raise ValueError(f"test_fold must be >= 0, got {self.test_fold}")
+        if self.dataset_path is None and self.test_fold >= self.num_folds:
+            raise ValueError(
+                f"test_fold={self.test_fold} does not exist: {self.dataset} is split into num_folds="
+                f"{self.num_folds} folds, 0..{self.num_folds - 1}"
+            )
         if not 0 <= self.val_fraction < 0.5:
             raise ValueError(f"val_fraction must be in [0, 0.5), got {self.val_fraction}")
         if self.imbalance_ratio < 1:
@@ -128,9 +142,7 @@ class MethodArguments:
     """The training method: its loss, its sampler and, for AdUni, the AduC constants and alpha schedule."""
 
     method: str = field(default="aduni", metadata={"help": f"Method (its loss): {', '.join(LOSSES)}."})
-    sampler: str = field(
-        default="none", metadata={"help": f"Training sampler: {', '.join(SAMPLERS)}."}
-    )
+    sampler: str = field(default="none", metadata={"help": f"Training sampler: {', '.join(SAMPLERS)}."})
     temperature: float = field(
         default=0.1, metadata={"help": "AduC temperature T of the sample similarities."}
     )
@@ -164,7 +176,7 @@ class MethodArguments:
             raise ValueError(f"alpha_min={self.alpha_min} must not exceed alpha_max={self.alpha_max}")
 
 
-@dataclass
+@dataclass(repr=False)  # keep TrainingArguments.__repr__, which masks the Hub token; a generated one shows it
 class AdUniTrainingArguments(TrainingArguments):
     """`TrainingArguments` with the official AdUni optimisation recipe as the default (docs/method.md, "Schedules").
 
@@ -205,7 +217,19 @@ class AdUniTrainingArguments(TrainingArguments):
     logging_strategy: str = field(
         default="epoch", metadata={"help": "When to log the training loss and alpha."}
     )
-    save_strategy: str = field(default="no", metadata={"help": "Checkpointing during training."})
+    save_strategy: str = field(
+        default="no",
+        metadata={
+            "help": "Checkpointing during training (the ISIC2018 and APTOS2019 recipes save every epoch)."
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Train a fresh run into an output_dir that holds a finished or interrupted one (its checkpoints "
+            "and results are removed first). Without it a finished run is refused and an interrupted one resumed."
+        },
+    )
     max_grad_norm: float | None = field(
         default=None,
         metadata={
@@ -213,6 +237,14 @@ class AdUniTrainingArguments(TrainingArguments):
             "loop never clips), the Trainer's 1.0 for optimizer_recipe trainer."
         },
     )
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled state (the Trainer's training_args.bin) without the Hub token or any other `*_token` field."""
+        state = dict(self.__dict__)
+        for name in state:
+            if name.endswith("_token"):
+                state[name] = None
+        return state
 
     def __post_init__(self) -> None:
         if self.max_grad_norm is None:
@@ -234,5 +266,5 @@ class AdUniTrainingArguments(TrainingArguments):
             raise ValueError("remove_unused_columns must be False: the image column feeds the transforms")
         if self.dataloader_drop_last:
             raise ValueError(
-                "dataloader_drop_last would also drop evaluation images (docs/hf_stack.md, \"Trainer\"); leave it False"
+                'dataloader_drop_last would also drop evaluation images (docs/hf_stack.md, "Trainer"); leave it False'
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -14,10 +15,11 @@ import datasets
 import torch
 import transformers
 import yaml
-from transformers import set_seed
+from transformers import enable_full_determinism, set_seed
 
 from ..configuration_aduni import AdUniConfig
 from ..data import (
+    DATASETS,
     MultiViewDataset,
     SingleViewDataset,
     build_augmentation,
@@ -29,11 +31,13 @@ from ..data import (
 )
 from ..evaluation import build_compute_metrics, format_results_table
 from ..hub import build_image_processor, render_model_card
-from ..losses import build_loss
+from ..losses import LOSSES, build_loss
 from ..modeling_aduni import AdUniForImageClassification
 from ..utils import write_atomic
 from .arguments import MODEL_FIELDS, AdUniTrainingArguments, DataArguments, MethodArguments, ModelArguments
 from .callbacks import AlphaScheduleCallback
+from .checkpoints import FAILURE_NAME, check_resume, prepare_output_dir, run_record
+from .cli import RecipeError
 from .trainer import AdUniTrainer
 
 logger = logging.getLogger(__name__)
@@ -60,9 +64,151 @@ def setup_logging(training_args: AdUniTrainingArguments) -> None:
     transformers.utils.logging.enable_explicit_format()
 
 
+# Trainer fields that only `optimizer_recipe: trainer` uses, and ours that only `optimizer_recipe: official` uses.
+TRAINER_RECIPE_FIELDS = (
+    "optim", "optim_args", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps",
+    "adam_beta1", "adam_beta2", "adam_epsilon",
+)  # fmt: skip
+OFFICIAL_RECIPE_FIELDS = ("warmup_epochs", "min_learning_rate", "cosine_epochs", "sgd_momentum")
+ALPHA_FIELDS = ("alpha_schedule", "alpha_max", "alpha_min", "alpha_decay")
+
+
+def _changed_fields(values: Any, names: tuple[str, ...]) -> list[str]:
+    """The `names` whose value in the dataclass instance `values` differs from the field's default."""
+    defaults = {
+        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        for f in dataclasses.fields(values)
+        if f.name in names
+    }
+    return [
+        name
+        for name in names
+        if getattr(getattr(values, name), "value", getattr(values, name)) != defaults[name]
+    ]
+
+
+def check_recipe(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    method_args: MethodArguments,
+    training_args: AdUniTrainingArguments,
+) -> None:
+    """Refuse, before anything is read or built, combinations of fields that cannot train as asked. Each field
+    was checked on its own when its dataclass was built; this checks them together."""
+    if training_args.load_best_model_at_end and data_args.val_fraction == 0:
+        raise RecipeError(
+            "load_best_model_at_end selects a checkpoint on the validation split, but val_fraction is 0 (no "
+            "validation split; the test fold is never used for selection). Set val_fraction > 0, e.g. 0.1, or "
+            "load_best_model_at_end false"
+        )
+    if training_args.optimizer_recipe == "official":
+        ignored = _changed_fields(training_args, TRAINER_RECIPE_FIELDS)
+        if ignored:
+            raise RecipeError(
+                f"{', '.join(ignored)} configure the Trainer's optimiser and scheduler, which optimizer_recipe "
+                "'official' replaces (SGD with warm-up + cosine: warmup_epochs, min_learning_rate, cosine_epochs, "
+                "sgd_momentum). Set optimizer_recipe: trainer to use them, or remove them"
+            )
+    else:
+        ignored = _changed_fields(training_args, OFFICIAL_RECIPE_FIELDS)
+        if ignored:
+            raise RecipeError(
+                f"{', '.join(ignored)} configure optimizer_recipe 'official', but optimizer_recipe is "
+                f"{training_args.optimizer_recipe!r} (the Trainer's optim and lr_scheduler_type). Remove them, or "
+                "set optimizer_recipe: official"
+            )
+    if not LOSSES[method_args.method].uses_alpha:
+        unused = _changed_fields(method_args, ALPHA_FIELDS)
+        if unused:  # a shared recipe is the paper's protocol (only the method differs): say it, do not refuse
+            logger.warning("method %r has no alpha: %s not used", method_args.method, ", ".join(unused))
+
+
+def open_prepared_dataset(path: str) -> datasets.Dataset:
+    """A data set written by scripts/prepare_data.py, opened without reading its images, or a clear error."""
+    folder = Path(path)
+    how = (
+        "write one with: python scripts/prepare_data.py --dataset {"
+        + ",".join(DATASETS)
+        + "} --data_dir RAW "
+        f"--output_dir {path}"
+    )
+    if not folder.is_dir():
+        raise RecipeError(f"dataset_path={path!r}: no such folder; {how}")
+    saved = (folder / "state.json").is_file() or (folder / "dataset_dict.json").is_file()
+    if not saved:
+        raise RecipeError(
+            f"dataset_path={path!r} is not a prepared data set (no datasets save_to_disk files); {how}"
+        )
+    loaded = datasets.load_from_disk(str(folder))
+    if isinstance(loaded, datasets.DatasetDict):
+        if list(loaded) != ["train"]:
+            raise RecipeError(f"dataset_path={path!r}: expected one split, found {list(loaded)}")
+        loaded = loaded["train"]
+    missing = [name for name in ("image", "label", "fold") if name not in loaded.column_names]
+    if missing or not isinstance(loaded.features.get("label"), datasets.ClassLabel):
+        raise RecipeError(
+            f"dataset_path={path!r} is not a prepared data set: it lacks "
+            f"{', '.join(missing) or 'a ClassLabel label column'} (columns: {loaded.column_names}); {how}"
+        )
+    return loaded
+
+
+def load_data(data_args: DataArguments) -> datasets.Dataset:
+    """The fold-annotated dataset: a prepared one from disk (memory-mapped), or built here by name."""
+    if data_args.dataset_path is not None:
+        return open_prepared_dataset(data_args.dataset_path)
+    options: dict[str, Any] = {}
+    if data_args.dataset == "digits_lt":
+        options["imbalance_ratio"] = data_args.imbalance_ratio
+    return build_dataset(
+        data_args.dataset,
+        data_dir=data_args.data_dir,
+        num_folds=data_args.num_folds,
+        seed=data_args.fold_seed,
+        **options,
+    )
+
+
+def check_data(dataset: datasets.Dataset, data_args: DataArguments, model_args: ModelArguments) -> list[str]:
+    """Check the fold and the classes against the data set's metadata (no image is decoded); return the class
+    names. A start model (`model_name_or_path`) must have the same labels unless `ignore_mismatched_sizes`."""
+    source = data_args.dataset_path or data_args.dataset
+    num_folds = dataset_metadata(dataset).get("num_folds") or len(set(dataset["fold"]))
+    if not 0 <= data_args.test_fold < num_folds:
+        raise RecipeError(
+            f"test_fold={data_args.test_fold} does not exist in {source}: its folds are 0..{num_folds - 1}"
+        )
+    class_names = list(dataset.features["label"].names)
+    if model_args.model_name_or_path is not None:
+        saved = AdUniConfig.from_pretrained(model_args.model_name_or_path)
+        model_labels = [saved.id2label[i] for i in sorted(saved.id2label)]
+        if model_labels != class_names and not model_args.ignore_mismatched_sizes:
+            raise RecipeError(
+                f"model_name_or_path={model_args.model_name_or_path!r} predicts {model_labels}, but {source} has "
+                f"classes {class_names}. Use a model trained on these classes, or pass --ignore_mismatched_sizes "
+                "true to start with a new classifier for them"
+            )
+    return class_names
+
+
+def data_record(dataset: datasets.Dataset, splits: Any) -> dict[str, Any]:
+    """What identifies the data a run trains on, wherever the folder lies: classes, split sizes and counts, and a
+    digest of every image's id, label and fold."""
+    digest = hashlib.sha256()
+    for column in ("image_id", "label", "fold"):
+        if column in dataset.column_names:
+            digest.update(json.dumps(list(dataset[column])).encode())
+    return {
+        "class_names": list(splits.class_names),
+        "train_class_counts": splits.class_counts("train"),
+        "num_images": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+        "digest": digest.hexdigest(),
+    }
+
+
 def build_model(model_args: ModelArguments, class_names: list[str]) -> AdUniForImageClassification:
     """A fresh model from the recipe's `AdUniConfig` fields, or the saved model `model_name_or_path` with the
-    recipe's classes (a different number of classes re-initialises the classifier, nothing else)."""
+    recipe's classes (other classes, allowed by `ignore_mismatched_sizes`, get a new classifier)."""
     labels = {"id2label": dict(enumerate(class_names)), "label2id": {n: i for i, n in enumerate(class_names)}}
     if model_args.model_name_or_path is None:
         config = model_args.config
@@ -80,7 +226,8 @@ def build_model(model_args: ModelArguments, class_names: list[str]) -> AdUniForI
     }
     if differing:
         listing = ", ".join(
-            f"{name}: {ours!r} in the recipe, {theirs!r} in the model" for name, (theirs, ours) in differing.items()
+            f"{name}: {ours!r} in the recipe, {theirs!r} in the model"
+            for name, (theirs, ours) in differing.items()
         )
         raise ValueError(
             f"model_name_or_path={source!r} has another architecture ({listing}); set them as the model has"
@@ -94,29 +241,20 @@ def build_model(model_args: ModelArguments, class_names: list[str]) -> AdUniForI
     model = AdUniForImageClassification.from_pretrained(
         source, ignore_mismatched_sizes=True, **labels, **overrides
     )
+    if [saved.id2label[i] for i in sorted(saved.id2label)] != class_names:
+        # Same number of classes under other names: the loaded rows would answer for the wrong classes.
+        model.classifier.dense.reset_parameters()
+        logger.warning("%s: new classifier for the classes %s", source, class_names)
     logger.info("starting from %s (%d classes now)", source, len(class_names))
     return model
 
 
-def load_data(data_args: DataArguments) -> datasets.Dataset:
-    """The fold-annotated dataset: a prepared one from disk, or built here by name."""
-    if data_args.dataset_path is not None:
-        loaded = datasets.load_from_disk(data_args.dataset_path)
-        if isinstance(loaded, datasets.DatasetDict):
-            if list(loaded) != ["train"]:
-                raise ValueError(f"{data_args.dataset_path}: expected one split, found {list(loaded)}")
-            loaded = loaded["train"]
-        return loaded
-    options: dict[str, Any] = {}
-    if data_args.dataset == "digits_lt":
-        options["imbalance_ratio"] = data_args.imbalance_ratio
-    return build_dataset(
-        data_args.dataset,
-        data_dir=data_args.data_dir,
-        num_folds=data_args.num_folds,
-        seed=data_args.fold_seed,
-        **options,
-    )
+def seed_everything(training_args: AdUniTrainingArguments) -> None:
+    """Seed as the Trainer does: `full_determinism` also makes torch use deterministic algorithms only."""
+    if training_args.full_determinism:
+        enable_full_determinism(training_args.seed)
+    else:
+        set_seed(training_args.seed)
 
 
 def set_cpu_threads(training_args: AdUniTrainingArguments) -> None:
@@ -130,7 +268,7 @@ def set_cpu_threads(training_args: AdUniTrainingArguments) -> None:
 
 
 def resolved_config(*argument_groups: Any) -> dict[str, dict[str, Any]]:
-    """Every argument dataclass as plain data (for run_config.yaml)."""
+    """Every argument dataclass as plain data (for run_config.yaml); `*_token` fields are masked."""
     resolved = {}
     for group in argument_groups:
         values = group.to_dict() if hasattr(group, "to_dict") else dataclasses.asdict(group)
@@ -147,16 +285,24 @@ def run_training(
     """Train on the training folds, validate on the inner split, test on `test_fold`, save everything.
 
     Leaves in `output_dir`: config.json (with auto_map), model.safetensors, preprocessor_config.json, the
-    remote-code files, run_config.yaml, train/eval/test_results.json and README.md (the model card).
-    Returns the test metrics (`test_accuracy`, `test_macro_f1`, ...).
+    remote-code files, run_config.yaml, train/eval_results.json, README.md (the model card) and, last,
+    test_results.json, whose presence marks the run finished. An interrupted run in `output_dir` is resumed from
+    its last checkpoint; a finished one is refused unless `overwrite_output_dir` (docs/hf_stack.md,
+    "Checkpoints and resuming"). Returns the test metrics (`test_accuracy`, `test_macro_f1`, ...).
     """
     setup_logging(training_args)
-    set_seed(training_args.seed)
+    check_recipe(model_args, data_args, method_args, training_args)
+    with training_args.main_process_first(desc="checking output_dir"):
+        checkpoint = prepare_output_dir(
+            training_args.output_dir, training_args.resume_from_checkpoint, training_args.overwrite_output_dir
+        )
+    output_dir = Path(training_args.output_dir)
+    seed_everything(training_args)
     set_cpu_threads(training_args)
     dataset = load_data(data_args)
+    class_names = check_data(dataset, data_args, model_args)
     metadata = dataset_metadata(dataset)
     splits = split_by_fold(dataset, data_args.test_fold, data_args.val_fraction, seed=data_args.fold_seed)
-    class_names = list(splits.class_names)
     train_counts = splits.class_counts("train")
     logger.info(
         "train %s images, val %s, test %s; train class counts %s",
@@ -165,10 +311,34 @@ def run_training(
         len(splits.test),
         dict(zip(class_names, train_counts, strict=True)),
     )
+    recipe = resolved_config(model_args, data_args, method_args, training_args)
+    record = run_record(recipe, data_record(dataset, splits), num_processes=training_args.world_size)
+    if checkpoint is not None:
+        for note in check_resume(checkpoint, record):
+            logger.warning("resuming %s: %s", checkpoint.name, note)
+    if training_args.should_save:
+        (output_dir / FAILURE_NAME).unlink(missing_ok=True)  # a new attempt; it marks itself if it fails
+        write_atomic(
+            output_dir / "run_config.yaml",
+            yaml.safe_dump(
+                {
+                    **recipe,
+                    "data": {
+                        "class_names": class_names,
+                        "train_class_counts": train_counts,  # what logit adjustment used
+                        "num_images": record["data"]["num_images"],
+                        "dataset_metadata": {k: v for k, v in metadata.items() if k != "invalid_items"},
+                    },
+                },
+                sort_keys=False,
+            ),
+        )
 
     model = build_model(model_args, class_names)
     # Class counts for logit adjustment come from the training images only (no validation, no test).
-    loss_fn = build_loss(method_args.method, len(class_names), train_counts, **dataclasses.asdict(method_args))
+    loss_fn = build_loss(
+        method_args.method, len(class_names), train_counts, **dataclasses.asdict(method_args)
+    )
     train_dataset = MultiViewDataset(
         splits.train,
         build_augmentation(data_args.augmentation, model_args.image_size),
@@ -178,8 +348,6 @@ def run_training(
     evaluation = eval_transform(model_args.image_size)
     val_dataset = SingleViewDataset(splits.val, evaluation) if len(splits.val) else None
     test_dataset = SingleViewDataset(splits.test, evaluation)
-    if val_dataset is None and training_args.load_best_model_at_end:
-        raise ValueError("load_best_model_at_end selects on the validation split, but val_fraction is 0")
     if val_dataset is None and training_args.eval_strategy != "no":
         training_args.eval_strategy = "no"  # nothing to validate on: say so instead of failing late
         logger.warning("val_fraction is 0: no validation during training")
@@ -199,6 +367,7 @@ def run_training(
         args=training_args,
         loss_fn=loss_fn,
         sampler=method_args.sampler,
+        run_record=record,
         train_dataset=train_dataset,
         eval_dataset=val_dataset,
         data_collator=collate_views,
@@ -207,7 +376,7 @@ def run_training(
         callbacks=callbacks,
     )
 
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    train_result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
     trainer.save_model()
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
@@ -217,9 +386,7 @@ def run_training(
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
     test_metrics = trainer.evaluate(test_dataset, metric_key_prefix="test")
-    trainer.save_metrics("test", test_metrics)
 
-    output_dir = Path(training_args.output_dir)
     trainer.model_card = render_model_card(
         model_name=output_dir.name,
         model_id=training_args.hub_model_id or output_dir.name,
@@ -241,26 +408,8 @@ def run_training(
         ),
     )
     trainer.create_model_card()
+    trainer.save_metrics("test", test_metrics)  # last: from here on the run counts as finished
     if trainer.is_world_process_zero():
-        write_atomic(
-            output_dir / "run_config.yaml",
-            yaml.safe_dump(
-                {
-                    **resolved_config(model_args, data_args, method_args, training_args),
-                    "data": {
-                        "class_names": class_names,
-                        "train_class_counts": train_counts,  # what logit adjustment used
-                        "num_images": {
-                            "train": len(splits.train),
-                            "val": len(splits.val),
-                            "test": len(splits.test),
-                        },
-                        "dataset_metadata": {k: v for k, v in metadata.items() if k != "invalid_items"},
-                    },
-                },
-                sort_keys=False,
-            ),
-        )
         print(format_results_table(test_metrics, class_names, prefix="test"))
     if training_args.push_to_hub:
         trainer.push_to_hub(commit_message=f"AdUni, {method_args.method}, test fold {data_args.test_fold}")

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
 from functools import partial
 from pathlib import Path
+from typing import Any
 
+import safetensors.torch
 import torch
+import torch.distributed as dist
 from huggingface_hub import ModelCard
 from torch import nn
 from transformers import Trainer
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_callback import ExportableState, PrinterCallback, ProgressCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy, rotate_checkpoints
 
 from ..data.samplers import EpochSampler, build_sampler
 from ..schedules import official_learning_rate
 from ..utils import write_atomic
 from .callbacks import AlphaScheduleCallback, EpochProgressCallback
+from .checkpoints import METHOD_STATE_NAME, RUN_RECORD_NAME, STAGING_PREFIX, last_checkpoint, mark_failed
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """Training met a non-finite loss or gradient; the message names the step, epoch, alpha and batch."""
 
 
 def _official_lr_factor(step: int, steps_per_epoch: int, base_lr: float, **schedule) -> float:
@@ -38,18 +50,33 @@ class AdUniTrainer(Trainer):
     - The console shows a progress bar (in a terminal) and one compact line per epoch (`EpochProgressCallback`).
     - With `args.optimizer_recipe == "official"`: SGD with momentum and weight decay on every parameter, and
       the per-epoch warm-up + cosine learning rate of the released code (docs/method.md, "Schedules").
+    - Checkpoints are written whole or not at all (staged, then renamed), carry `run_record` and the loss's
+      training state (`loss_fn.state_dict()`: a momentum encoder, a feature queue), and a resume restores it
+      (docs/hf_stack.md, "Checkpoints and resuming").
+    - A non-finite loss or gradient stops training with `NonFiniteTrainingError` and `training_failed.json`
+      in `output_dir`; the checkpoints before it are kept.
 
     Args:
         loss_fn: a loss of the `aduni_hf.losses` registry (for example `AduCLoss`).
         sampler: name of the training sampler (`aduni_hf.data.SAMPLERS`).
+        run_record: what the run is (`checkpoints.run_record`), saved in every checkpoint as aduni_run.json.
         Everything else as `transformers.Trainer`.
     """
 
     # compute_loss returns a per-batch mean, so Trainer divides it by the gradient-accumulation steps.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, loss_fn: nn.Module, sampler: str = "none", **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        loss_fn: nn.Module,
+        sampler: str = "none",
+        run_record: dict[str, Any] | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self.run_record = run_record or {}
+        self._batch_labels: torch.Tensor | None = None  # the last training batch's labels, for error messages
         # One compact line per epoch (and a bar in a terminal) instead of a dict per log.
         self.remove_callback(ProgressCallback)
         self.remove_callback(PrinterCallback)
@@ -78,6 +105,7 @@ class AdUniTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         pixel_values, labels = inputs["pixel_values"], inputs["labels"]
         if pixel_values.ndim == 5:  # training: (B, V, 3, H, W)
+            self._batch_labels = labels
             batch, views = pixel_values.shape[:2]
             view_major = pixel_values.transpose(0, 1).reshape(views * batch, *pixel_values.shape[2:])
             outputs = model(pixel_values=view_major)
@@ -85,6 +113,64 @@ class AdUniTrainer(Trainer):
             return (loss, {"logits": outputs.logits[:batch]}) if return_outputs else loss
         outputs = model(pixel_values=pixel_values, labels=labels)  # evaluation: one view, CE as eval_loss
         return (outputs.loss, {"logits": outputs.logits}) if return_outputs else outputs.loss
+
+    # ---- numerical guard -----------------------------------------------------------------------------------
+    def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self._check_finite(model, loss)
+        return loss
+
+    def _check_finite(self, model: nn.Module, loss: torch.Tensor) -> None:
+        """Stop on a non-finite loss, or a non-finite gradient after this backward pass.
+
+        Every process takes the same decision (the flags are all-reduced), so none is left waiting in a
+        collective. Under fp16 the gradient scaler skips steps with overflowing gradients by design, so only the
+        loss is checked there.
+        """
+        loss_bad = ~torch.isfinite(loss.detach().float())
+        grad_bad = torch.zeros((), dtype=torch.bool, device=loss.device)
+        if not self.args.fp16:
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            if grads:  # the largest |gradient|: inf or nan if any entry is
+                grad_bad = ~torch.isfinite(torch.nn.utils.get_total_norm(grads, norm_type=math.inf))
+        flags = torch.stack([loss_bad, grad_bad.to(loss_bad.device)]).float()
+        if self.args.world_size > 1 and dist.is_initialized():
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        if not flags.any():
+            return
+        what = "loss" if flags[0] else "gradient"
+        self._stop_non_finite(what, float(loss.detach().float()))
+
+    def _stop_non_finite(self, what: str, loss_value: float) -> None:
+        epoch = math.floor((self.state.epoch or 0.0) + 1e-6)
+        names = self.model.config.id2label if hasattr(self.model, "config") else {}
+        counts = {}
+        if self._batch_labels is not None:
+            bins = torch.bincount(self._batch_labels.detach().cpu(), minlength=len(names)).tolist()
+            counts = {str(names.get(c, c)): n for c, n in enumerate(bins)}
+        checkpoint = last_checkpoint(self.args.output_dir)
+        report = {
+            "error": f"non-finite {what}",
+            "loss": loss_value if math.isfinite(loss_value) else str(loss_value),
+            "step": self.state.global_step + 1,
+            "epoch": epoch + 1,
+            "num_train_epochs": math.ceil(self.args.num_train_epochs),
+            "alpha": self.alpha,
+            "batch_class_counts": counts,
+            "last_checkpoint": str(checkpoint) if checkpoint else None,
+        }
+        if self.is_world_process_zero():
+            marked = mark_failed(self.args.output_dir, report)
+        else:
+            marked = Path(self.args.output_dir) / "training_failed.json"
+        resume = (
+            f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was saved before it"
+        )
+        raise NonFiniteTrainingError(
+            f"non-finite {what} (loss {loss_value}) at optimiser step {report['step']}, epoch {report['epoch']}/"
+            f"{report['num_train_epochs']}, alpha {self.alpha:.4g}; batch class counts {counts}. Training stopped: "
+            f"{resume}; the run is marked failed in {marked}."
+        )
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self.alpha_callback is not None:
@@ -101,6 +187,94 @@ class AdUniTrainer(Trainer):
             return super().create_model_card(**kwargs)
         if self.is_world_process_zero():
             write_atomic(Path(self.args.output_dir) / "README.md", str(self.model_card))
+
+    def save_metrics(self, split: str, metrics: dict[str, float], combined: bool = True) -> None:
+        """`Trainer.save_metrics`, each file written atomically, `<split>_results.json` after all_results.json."""
+        if not self.is_world_process_zero():
+            return
+        output_dir = Path(self.args.output_dir)
+        if combined:
+            path = output_dir / "all_results.json"
+            merged = json.loads(path.read_text()) if path.is_file() else {}
+            merged.update(metrics)
+            write_atomic(path, json.dumps(merged, indent=4, sort_keys=True))
+        write_atomic(output_dir / f"{split}_results.json", json.dumps(metrics, indent=4, sort_keys=True))
+
+    # ---- checkpoints ------------------------------------------------------------------------------------
+    def _save_checkpoint(self, model: nn.Module, trial=None) -> None:
+        """The Trainer's checkpoint, written into `tmp-checkpoint-N` and renamed to `checkpoint-N` once complete.
+
+        A kill at any point leaves either no `checkpoint-N` or a complete one, so the previous checkpoint stays
+        the last loadable one. Besides the Trainer's files it holds the run record and the method state.
+        """
+        run_dir = Path(self._get_output_dir(trial=trial))
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        final, staging = run_dir / name, run_dir / f"{STAGING_PREFIX}{name}"
+        if self.args.should_save and staging.exists():
+            shutil.rmtree(staging)
+        self.accelerator.wait_for_everyone()
+        if self.hp_search_backend is None and trial is None:
+            self.store_flos()
+        self.save_model(str(staging), _internal_call=True)
+        saving_steps = self.args.save_strategy in (SaveStrategy.STEPS, SaveStrategy.EPOCH, SaveStrategy.BEST)
+        if saving_steps and self.state.best_global_step:
+            best = run_dir / f"{PREFIX_CHECKPOINT_DIR}-{self.state.best_global_step}"
+            if best == final or best.is_dir():
+                self.state.best_model_checkpoint = str(best)
+        if not self.args.save_only_model:
+            self._save_optimizer_and_scheduler(str(staging))
+            self._save_scaler(str(staging))
+            self._save_rng_state(str(staging))
+        if self.args.should_save:
+            self._save_method_state(staging)
+            write_atomic(staging / RUN_RECORD_NAME, json.dumps(self.run_record, indent=2, default=str))
+            for callback in self.callback_handler.callbacks + [self.control]:
+                if isinstance(callback, ExportableState):
+                    key = type(callback).__name__
+                    if isinstance(self.state.stateful_callbacks.get(key), list):
+                        self.state.stateful_callbacks[key].append(callback.state())
+                    else:
+                        self.state.stateful_callbacks[key] = callback.state()
+            self.state.save_to_json(str(staging / "trainer_state.json"))
+        self.accelerator.wait_for_everyone()  # every process's RNG state is in the staging folder
+        if self.args.should_save:
+            if final.exists():  # saved again at the same step (the last step of a resumed run)
+                shutil.rmtree(final)
+            os.replace(staging, final)
+        self.accelerator.wait_for_everyone()
+        if self.args.push_to_hub:
+            self._push_from_checkpoint(str(final))
+        if self.args.should_save:
+            rotate_checkpoints(
+                str(run_dir),
+                self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+            )
+
+    def _save_method_state(self, directory: Path) -> None:
+        """The loss's training state (its persistent buffers, parameters and submodules) as safetensors.
+
+        Stateless losses (AduC, CE: their log prior is a non-persistent buffer rebuilt from the class counts)
+        write nothing. A method that keeps state across steps registers it in its loss module and gets saved
+        and restored with every checkpoint.
+        """
+        state = {key: value.detach().cpu().contiguous() for key, value in self.loss_fn.state_dict().items()}
+        if state:
+            safetensors.torch.save_file(state, str(directory / METHOD_STATE_NAME), metadata={"format": "pt"})
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        expected = self.loss_fn.state_dict()
+        path = Path(resume_from_checkpoint) / METHOD_STATE_NAME
+        if not expected and not path.exists():
+            return
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{resume_from_checkpoint} has no {METHOD_STATE_NAME}: the state of method "
+                f"{type(self.loss_fn).__name__} ({', '.join(expected)}) cannot be restored"
+            )
+        state = safetensors.torch.load_file(str(path), device=str(self.args.device))
+        self.loss_fn.load_state_dict(state, strict=True)
 
     # ---- optimisation -----------------------------------------------------------------------------------
     def _official_recipe(self) -> bool:

@@ -50,6 +50,7 @@ def test_paper_recipes_parse_to_the_paper_settings(recipe):
         1000,
     )
     assert (training.num_train_epochs, training.per_device_train_batch_size) == (400, 128)
+    assert (training.save_strategy, training.save_total_limit) == ("epoch", 2)  # a 400-epoch run can resume
     assert (
         training.learning_rate,
         training.weight_decay,

@@ -111,7 +111,8 @@ def test_train_script_starts_from_a_saved_model(saved_three_class_model, tmp_pat
     output_dir = tmp_path / "out"
     result = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "train.py"), str(REPO / "configs" / "demo.yaml"),
-         "--model_name_or_path", str(folder), "--max_steps", "1", "--eval_strategy", "no",
+         "--model_name_or_path", str(folder), "--ignore_mismatched_sizes", "true", "--max_steps", "1",
+         "--eval_strategy", "no",
          "--output_dir", str(output_dir)],
         capture_output=True,
         text=True,
