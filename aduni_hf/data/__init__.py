@@ -15,7 +15,16 @@ from .assemble import dataset_metadata
 from .folds import FoldSplits, assign_folds, inner_validation_split, split_by_fold
 from .images import as_rgb, resize_like_transform
 from .prepare import PreparedDataset, prepare_dataset
-from .samplers import SAMPLERS, EpochSampler, RandomEpochSampler, build_sampler
+from .samplers import (
+    SAMPLERS,
+    ClassAwareSampler,
+    EpochSampler,
+    ProgressiveSampler,
+    RandomEpochSampler,
+    SquareRootSampler,
+    UpSampler,
+    build_sampler,
+)
 from .sources import DATASETS, build_dataset
 from .transforms import AUGMENTATIONS, IMAGENET_MEAN, IMAGENET_STD, build_augmentation, eval_transform
 from .validation import DataValidationError, InvalidItem
@@ -49,5 +58,9 @@ __all__ = [
     "SAMPLERS",
     "EpochSampler",
     "RandomEpochSampler",
+    "UpSampler",
+    "ClassAwareSampler",
+    "SquareRootSampler",
+    "ProgressiveSampler",
     "build_sampler",
 ]

@@ -40,7 +40,10 @@ class AdUniTrainer(Trainer):
 
     - Training items carry `pixel_values` of shape (B, V, 3, H, W): V independently augmented views. They go
       through the model as ONE view-major batch (V*B images: BatchNorm sees every view, rows i and i+B are two
-      views of image i), and `loss_fn.from_outputs(outputs, labels, alpha)` gives the loss.
+      views of image i), and `loss_fn.from_outputs(outputs, labels, alpha)` gives the loss. A loss with its
+      own forward (a momentum key encoder) defines `forward_views(model, pixel_values, labels, alpha)`
+      returning (loss, logits of the first view) instead; a loss that changes with the epoch defines
+      `set_epoch(epoch, num_epochs)`, called before every training step.
     - Evaluation items carry one view (B, 3, H, W); the loss is cross-entropy and the logits go to
       `compute_metrics`.
     - alpha comes from the `AlphaScheduleCallback` among the callbacks (one is added with the official defaults
@@ -91,6 +94,10 @@ class AdUniTrainer(Trainer):
             self.alpha_callback = AlphaScheduleCallback()
             self.add_callback(self.alpha_callback)
 
+    def epoch_index(self) -> int:
+        """The epoch being trained, from 0 (`state.epoch` is a float that can read 2.9999999 at the start of 3)."""
+        return math.floor((self.state.epoch or 0.0) + 1e-6)
+
     @property
     def alpha(self) -> float:
         return self.alpha_callback.alpha if self.alpha_callback is not None else 0.0
@@ -99,13 +106,28 @@ class AdUniTrainer(Trainer):
     def _get_train_sampler(self, train_dataset=None) -> EpochSampler:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        return build_sampler(self.sampler_name, dataset.labels, seed=seed)
+        config = getattr(self.model, "config", None)
+        return build_sampler(
+            self.sampler_name,
+            dataset.labels,
+            seed=seed,
+            # The contrast set of one loss computation: every process's micro-batch (docs/method.md, "Sampling").
+            batch_size=self.args.per_device_train_batch_size * self.args.world_size,
+            # The progressive sampler's horizon is the learning-rate cosine's (the released code: 400 for both).
+            num_epochs=getattr(self.args, "cosine_epochs", None) or math.ceil(self.args.num_train_epochs),
+            num_classes=getattr(config, "num_labels", None),
+        )
 
     # ---- loss -------------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         pixel_values, labels = inputs["pixel_values"], inputs["labels"]
         if pixel_values.ndim == 5:  # training: (B, V, 3, H, W)
             self._batch_labels = labels
+            if hasattr(self.loss_fn, "set_epoch"):  # losses that change during training (LDAM's deferred weights)
+                self.loss_fn.set_epoch(self.epoch_index(), math.ceil(self.args.num_train_epochs))
+            if hasattr(self.loss_fn, "forward_views"):  # methods with their own forward (PaCo's key encoder)
+                loss, logits = self.loss_fn.forward_views(model, pixel_values, labels, alpha=self.alpha)
+                return (loss, {"logits": logits}) if return_outputs else loss
             batch, views = pixel_values.shape[:2]
             view_major = pixel_values.transpose(0, 1).reshape(views * batch, *pixel_values.shape[2:])
             outputs = model(pixel_values=view_major)
@@ -142,7 +164,7 @@ class AdUniTrainer(Trainer):
         self._stop_non_finite(what, float(loss.detach().float()))
 
     def _stop_non_finite(self, what: str, loss_value: float) -> None:
-        epoch = math.floor((self.state.epoch or 0.0) + 1e-6)
+        epoch = self.epoch_index()
         names = self.model.config.id2label if hasattr(self.model, "config") else {}
         counts = {}
         if self._batch_labels is not None:

@@ -30,7 +30,7 @@ def test_unknown_augmentation_names_the_choices():
 
 
 def test_unknown_sampler_names_the_choices():
-    with pytest.raises(ValueError, match=r"unknown sampler 'balanced'; choose one of \['none'\]"):
+    with pytest.raises(ValueError, match=r"unknown sampler 'balanced'; choose one of \['class_aware', 'none', 'progressive', 'sqrt', 'upsample'\]"):
         build_sampler("balanced", [0, 1], seed=0)
 
 

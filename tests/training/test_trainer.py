@@ -1,6 +1,7 @@
 """AdUniTrainer on a real (tiny) Trainer run: two-view batches, AduC, alpha and LR schedules, the sampler."""
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -165,3 +166,18 @@ def test_gradient_checkpointing_from_the_recipe_trains(tmp_path, splits):
         losses[field] = trainer.state.log_history[0]["loss"]
     assert losses["gradient_checkpointing"] == pytest.approx(losses[None], rel=1e-5)
     assert losses["activation_checkpointing"] == pytest.approx(losses[None], rel=1e-5)
+
+
+@pytest.mark.parametrize("sampler", ["upsample", "class_aware", "sqrt", "progressive"])
+def test_every_sampler_drives_training_and_sets_the_epoch_length(tmp_path, splits, sampler):
+    """The Trainer draws the sampler's stream, epoch by epoch, and counts its steps from the sampler's length
+    (the LR and alpha schedules follow it)."""
+    trainer = make_trainer(tmp_path, splits, epochs=2, sampler=sampler, learning_rate=0.01)
+    reference = trainer._get_train_sampler()
+    assert type(reference).__name__ != "RandomEpochSampler"
+    trainer.train()
+    keys = trainer.train_dataset.keys
+    for epoch in range(2):
+        reference.set_epoch(epoch)
+        assert [k for k in keys if k.epoch == epoch] == list(reference)
+    assert trainer.state.global_step == 2 * math.ceil(len(reference) / 16) == 2 * trainer.steps_per_epoch()

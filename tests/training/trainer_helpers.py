@@ -28,7 +28,9 @@ def digits_splits():
     return split_by_fold(build_dataset("digits_lt"), test_fold=0, val_fraction=0.1, seed=42)
 
 
-def make_trainer(tmp_path, splits, loss_fn=None, epochs=3, callbacks=None, views_class=None, **overrides):
+def make_trainer(
+    tmp_path, splits, loss_fn=None, epochs=3, callbacks=None, views_class=None, sampler="none", **overrides
+):
     train = splits.train.select(range(NUM_TRAIN))
     counts = np.bincount(train["label"], minlength=10).tolist()
     loss_fn = loss_fn if loss_fn is not None else AduCLoss(10, class_counts=counts)
@@ -53,6 +55,7 @@ def make_trainer(tmp_path, splits, loss_fn=None, epochs=3, callbacks=None, views
         model=model,
         args=AdUniTrainingArguments(**args),
         loss_fn=loss_fn,
+        sampler=sampler,
         train_dataset=(views_class or RecordingViews)(
             train, build_augmentation("digits", IMAGE_SIZE), num_views=loss_fn.num_views, seed=0
         ),
