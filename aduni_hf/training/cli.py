@@ -1,6 +1,6 @@
 """Recipes on the command line: `train.py recipe.yaml [--field value ...]`.
 
-The YAML recipe holds argument-dataclass fields. It is turned into `--field value` tokens placed before the
+The YAML recipe holds argument-dataclass fields (and optionally `base: other.yaml`, a recipe it extends). It is turned into `--field value` tokens placed before the
 command-line flags and parsed by one `HfArgumentParser`, so YAML values get the same type conversion and
 choice checks as flags, and a flag given later overrides the recipe. Unknown YAML keys are rejected with the
 file name and the closest valid names.
@@ -33,8 +33,15 @@ def _tokens(key: str, value: Any) -> list[str]:
     return [f"--{key}", str(value)]
 
 
-def load_recipe(path: str | Path, field_names: Sequence[str]) -> dict[str, Any]:
-    """Read a YAML recipe; every key must be a field of one of the argument dataclasses."""
+BASE_KEY = "base"  # `base: isic2018_aduni.yaml`: start from that recipe (a path relative to this one)
+
+
+def load_recipe(path: str | Path, field_names: Sequence[str], _including: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML recipe; every key must be a field of one of the argument dataclasses, or `base`.
+
+    `base: other.yaml` reads that recipe first (its path relative to this file's folder) and lets this file's
+    fields override it, so a method's recipe can be its data set's AdUni recipe with `method: ce`.
+    """
     path = Path(path)
     try:
         recipe = yaml.safe_load(path.read_text()) or {}
@@ -44,11 +51,17 @@ def load_recipe(path: str | Path, field_names: Sequence[str]) -> dict[str, Any]:
         raise RecipeError(f"{path}: a recipe is a mapping of field: value, got {type(recipe).__name__}")
     known = set(field_names)
     for key in recipe:
-        if key not in known:
+        if key not in known and key != BASE_KEY:
             close = difflib.get_close_matches(str(key), known, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise RecipeError(f"{path}: unknown field {key!r}{hint}")
-    return recipe
+    base = recipe.pop(BASE_KEY, None)
+    if base is None:
+        return recipe
+    base_path = path.parent / str(base)
+    if base_path.resolve() in (*_including, path.resolve()):
+        raise RecipeError(f"{path}: base {str(base)!r} includes itself")
+    return {**load_recipe(base_path, field_names, (*_including, path.resolve())), **recipe}
 
 
 def parse_recipe(dataclass_types: Sequence[type], argv: Sequence[str]) -> tuple[Any, ...]:

@@ -119,3 +119,28 @@ def test_train_script_fails_before_training(tmp_path):
     assert result.returncode != 0
     assert "alpha_min=5.0 must not exceed alpha_max" in result.stderr
     assert not output_dir.exists()
+
+
+def test_a_recipe_extends_its_base(tmp_path):
+    (tmp_path / "sets").mkdir()
+    (tmp_path / "sets" / "ce.yaml").write_text(f"base: {DEMO}\nmethod: ce\ntemperature: 0.3\n")
+    (tmp_path / "ce_short.yaml").write_text("base: sets/ce.yaml\nnum_train_epochs: 2\n")
+    model, data, method, training = parse_recipe(
+        ARGUMENT_CLASSES, [str(tmp_path / "ce_short.yaml"), "--temperature", "0.4"]
+    )
+    assert method.method == "ce" and training.num_train_epochs == 2  # the two files
+    assert method.alpha_decay == 22 and model.image_size == 32  # the demo recipe underneath
+    assert method.temperature == 0.4  # a flag still wins
+
+
+def test_a_recipe_base_that_is_missing_or_circular(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(RecipeError, match=r"b.yaml: base 'a.yaml' includes itself"):
+        parse_recipe(ARGUMENT_CLASSES, [str(tmp_path / "a.yaml")])
+    (tmp_path / "c.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(RecipeError, match=r"nowhere.yaml: cannot read the recipe"):
+        parse_recipe(ARGUMENT_CLASSES, [str(tmp_path / "c.yaml")])
+    (tmp_path / "d.yaml").write_text(f"base: {DEMO}\ntemprature: 0.2\n")
+    with pytest.raises(RecipeError, match=r"d.yaml: unknown field 'temprature'"):
+        parse_recipe(ARGUMENT_CLASSES, [str(tmp_path / "d.yaml")])
