@@ -168,6 +168,7 @@ class AduCLoss(nn.Module):
             contrast_features, contrast_labels, offset = features, row_labels, 0
             if self.gather_distributed:
                 contrast_features, contrast_labels, offset = gather_contrast_set(features, row_labels)
+            self.contrast_labels = contrast_labels.detach()  # what the anchors were contrasted with (for the logs)
             per_anchor = aduc_per_anchor(
                 features,
                 logits.to(dtype) + self.log_prior.to(dtype),  # (V*N, C) logit adjustment
@@ -184,3 +185,15 @@ class AduCLoss(nn.Module):
     def from_outputs(self, outputs, labels: Tensor, alpha: float) -> Tensor:
         """The loss of a model output (`.features`, `.logits`) of a view-major batch."""
         return self(outputs.features, outputs.logits, labels, alpha)
+
+
+@LOSSES.register("aduni_fixed")
+class AduCFixedAlphaLoss(AduCLoss):
+    """"AdUni w/o AduC" (Cong et al. 2022, Table 1): the same unified loss and model with a constant alpha.
+
+    This is the released code's path when `--adp_alpha` is left out: alpha stays `--alpha` (1 by default) for the
+    whole run. The recipe's `alpha_max` is the constant; the training script uses the `constant` schedule
+    whatever `alpha_schedule` says (docs/method.md, "Schedules").
+    """
+
+    fixed_alpha_schedule = "constant"

@@ -159,7 +159,23 @@ class MethodArguments:
         default=1000, metadata={"help": "t_decay of the official/cosine/step schedules."}
     )
     logit_adjustment: bool = field(
-        default=True, metadata={"help": "Shift the classifier logits by log prior inside AduC (official)."}
+        default=True,
+        metadata={"help": "Shift the classifier logits by the log training prior inside AduC and PaCo (official)."},
+    )
+    # PaCo and PaCo+AduC (Cui et al. 2021; docs/method.md, "Baselines")
+    paco_alpha: float = field(default=0.05, metadata={"help": "PaCo: weight of the positive samples (constant)."})
+    paco_beta: float = field(default=1.0, metadata={"help": "PaCo: weight of the own-class classifier column."})
+    paco_gamma: float = field(default=1.0, metadata={"help": "PaCo: weight of the samples in the denominator."})
+    queue_size: int = field(
+        default=1024, metadata={"help": "PaCo: key features in the queue, a multiple of the global batch."}
+    )
+    paco_momentum: float = field(default=0.999, metadata={"help": "PaCo: momentum of the key encoder."})
+    # LDAM-DRW (Cao et al. 2019)
+    max_margin: float = field(default=0.5, metadata={"help": "LDAM: the margin of the rarest class."})
+    ldam_scale: float = field(default=30.0, metadata={"help": "LDAM: scale s of the cosine logits."})
+    drw_beta: float = field(default=0.9999, metadata={"help": "DRW: beta of the effective-number weights."})
+    drw_start: float = field(
+        default=0.8, metadata={"help": "DRW: share of training after which re-weighting starts (320 of 400)."}
     )
 
     def __post_init__(self) -> None:
@@ -170,6 +186,17 @@ class MethodArguments:
         _positive("base_temperature", self.base_temperature)
         _positive("beta", self.beta)
         _positive("alpha_decay", self.alpha_decay)
+        for name in ("paco_alpha", "paco_gamma", "max_margin"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("paco_beta", "ldam_scale", "queue_size"):
+            _positive(name, getattr(self, name))
+        if not 0 <= self.paco_momentum < 1:
+            raise ValueError(f"paco_momentum must be in [0, 1), got {self.paco_momentum}")
+        if not 0 < self.drw_beta < 1:
+            raise ValueError(f"drw_beta must be in (0, 1), got {self.drw_beta}")
+        if not 0 <= self.drw_start <= 1:
+            raise ValueError(f"drw_start must be in [0, 1], got {self.drw_start}")
         if self.alpha_min < 0:
             raise ValueError(f"alpha_min must be >= 0, got {self.alpha_min}")
         if self.alpha_min > self.alpha_max:

@@ -66,6 +66,8 @@ def format_log_line(logs: dict[str, float], num_epochs: float) -> str:
     for key, label in (("loss", "loss"), ("alpha", "alpha"), ("learning_rate", "lr"), ("grad_norm", "grad norm")):
         if key in logs:
             parts.append(f"{label} {_format_value(float(logs[key]))}")
+    if "contrast_majority" in logs:  # the paper's memory argument: per contrast set, majority vs a minority class
+        parts.append(f"contrast set {logs['contrast_majority']:.1f} majority / {logs['contrast_minority']:.1f} minority")
     evaluated = [
         (label, logs[f"eval_{key}"])
         for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("loss", "loss"))

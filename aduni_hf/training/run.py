@@ -117,10 +117,19 @@ def check_recipe(
                 f"{training_args.optimizer_recipe!r} (the Trainer's optim and lr_scheduler_type). Remove them, or "
                 "set optimizer_recipe: official"
             )
-    if not LOSSES[method_args.method].uses_alpha:
+    loss_class = LOSSES[method_args.method]
+    if not loss_class.uses_alpha:
         unused = _changed_fields(method_args, ALPHA_FIELDS)
         if unused:  # a shared recipe is the paper's protocol (only the method differs): say it, do not refuse
             logger.warning("method %r has no alpha: %s not used", method_args.method, ", ".join(unused))
+    fixed = getattr(loss_class, "fixed_alpha_schedule", None)
+    if fixed is not None and method_args.alpha_schedule != fixed:
+        logger.warning(
+            "method %r keeps alpha constant at alpha_max=%g: alpha_schedule %r not used",
+            method_args.method,
+            method_args.alpha_max,
+            method_args.alpha_schedule,
+        )
 
 
 def open_prepared_dataset(path: str) -> datasets.Dataset:
@@ -336,8 +345,9 @@ def run_training(
 
     model = build_model(model_args, class_names)
     # Class counts for logit adjustment come from the training images only (no validation, no test).
+    # `model` reaches the methods that keep a copy of it (PaCo's momentum key encoder).
     loss_fn = build_loss(
-        method_args.method, len(class_names), train_counts, **dataclasses.asdict(method_args)
+        method_args.method, len(class_names), train_counts, model=model, **dataclasses.asdict(method_args)
     )
     train_dataset = MultiViewDataset(
         splits.train,
@@ -356,7 +366,7 @@ def run_training(
     if loss_fn.uses_alpha:
         callbacks.append(
             AlphaScheduleCallback(
-                method_args.alpha_schedule,
+                getattr(loss_fn, "fixed_alpha_schedule", None) or method_args.alpha_schedule,
                 alpha_max=method_args.alpha_max,
                 alpha_min=method_args.alpha_min,
                 decay=method_args.alpha_decay,

@@ -80,6 +80,8 @@ class AdUniTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.run_record = run_record or {}
         self._batch_labels: torch.Tensor | None = None  # the last training batch's labels, for error messages
+        self._contrast_tally: torch.Tensor | None = None  # class counts of the contrast sets since the last log
+        self._contrast_sets = 0
         # One compact line per epoch (and a bar in a terminal) instead of a dict per log.
         self.remove_callback(ProgressCallback)
         self.remove_callback(PrinterCallback)
@@ -127,12 +129,14 @@ class AdUniTrainer(Trainer):
                 self.loss_fn.set_epoch(self.epoch_index(), math.ceil(self.args.num_train_epochs))
             if hasattr(self.loss_fn, "forward_views"):  # methods with their own forward (PaCo's key encoder)
                 loss, logits = self.loss_fn.forward_views(model, pixel_values, labels, alpha=self.alpha)
-                return (loss, {"logits": logits}) if return_outputs else loss
-            batch, views = pixel_values.shape[:2]
-            view_major = pixel_values.transpose(0, 1).reshape(views * batch, *pixel_values.shape[2:])
-            outputs = model(pixel_values=view_major)
-            loss = self.loss_fn.from_outputs(outputs, labels, alpha=self.alpha)
-            return (loss, {"logits": outputs.logits[:batch]}) if return_outputs else loss
+            else:
+                batch, views = pixel_values.shape[:2]
+                view_major = pixel_values.transpose(0, 1).reshape(views * batch, *pixel_values.shape[2:])
+                outputs = model(pixel_values=view_major)
+                loss = self.loss_fn.from_outputs(outputs, labels, alpha=self.alpha)
+                logits = outputs.logits[:batch]
+            self._count_contrast_set()
+            return (loss, {"logits": logits}) if return_outputs else loss
         outputs = model(pixel_values=pixel_values, labels=labels)  # evaluation: one view, CE as eval_loss
         return (outputs.loss, {"logits": outputs.logits}) if return_outputs else outputs.loss
 
@@ -194,9 +198,40 @@ class AdUniTrainer(Trainer):
             f"{resume}; the run is marked failed in {marked}."
         )
 
+    # ---- the contrast set, in the paper's terms -----------------------------------------------------------
+    def _count_contrast_set(self) -> None:
+        """Add the class counts of the contrast set of the last loss (`loss_fn.contrast_labels`: the batch's views
+        for AduC, the batch and the queue for PaCo) to this logging period's tally."""
+        labels = getattr(self.loss_fn, "contrast_labels", None)
+        if labels is None:
+            return
+        counts = torch.bincount(labels.reshape(-1), minlength=self.model.config.num_labels).double()
+        self._contrast_tally = counts if self._contrast_tally is None else self._contrast_tally + counts
+        self._contrast_sets += 1
+
+    def _contrast_logs(self) -> dict[str, float]:
+        """The mean number of samples of the majority class and of a minority class in one contrast set, over the
+        logging period, and of the rarest class (the paper's memory argument: 70 vs 14 per AdUni batch, 795 vs 68
+        in PaCo's queue on APTOS2019). Majority and rarest are the most and least frequent training classes."""
+        if self._contrast_tally is None:
+            return {}
+        mean = self._contrast_tally / self._contrast_sets
+        counts = torch.bincount(torch.as_tensor(self.train_dataset.labels), minlength=len(mean)).double()
+        majority = int(counts.argmax())
+        rarest = int(counts.masked_fill(counts == 0, math.inf).argmin())
+        minority = torch.cat([mean[:majority], mean[majority + 1 :]])
+        self._contrast_tally, self._contrast_sets = None, 0
+        return {
+            "contrast_majority": float(mean[majority]),
+            "contrast_minority": float(minority.mean()),
+            "contrast_rarest": float(mean[rarest]),
+        }
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self.alpha_callback is not None:
-            logs["alpha"] = self.alpha
+        if "loss" in logs:
+            if self.alpha_callback is not None:
+                logs["alpha"] = self.alpha
+            logs.update(self._contrast_logs())
         super().log(logs, start_time)
 
     def create_model_card(self, **kwargs) -> None:

@@ -181,3 +181,22 @@ def test_every_sampler_drives_training_and_sets_the_epoch_length(tmp_path, split
         reference.set_epoch(epoch)
         assert [k for k in keys if k.epoch == epoch] == list(reference)
     assert trainer.state.global_step == 2 * math.ceil(len(reference) / 16) == 2 * trainer.steps_per_epoch()
+
+
+def test_the_contrast_set_class_counts_are_logged(tmp_path, splits):
+    """The memory argument in the logs: per logging period, the mean number of views of the majority class and
+    of a minority class among the views every anchor is contrasted with (the batch, both views)."""
+    trainer = make_trainer(tmp_path, splits, epochs=1, logging_strategy="epoch")
+    trainer.train()
+    (log,) = [entry for entry in trainer.state.log_history if "contrast_majority" in entry]
+    labels = torch.tensor(trainer.train_dataset.labels)
+    majority = int(labels.bincount().argmax())
+    drawn = labels[[key.index for key in trainer.train_dataset.keys]]
+    per_batch = torch.stack([2 * torch.bincount(b, minlength=10) for b in drawn.split(16)]).double()
+    minority = torch.cat([per_batch[:, :majority], per_batch[:, majority + 1 :]], dim=1)
+    assert log["contrast_majority"] == pytest.approx(per_batch[:, majority].mean().item())
+    assert log["contrast_minority"] == pytest.approx(minority.mean().item())
+    counts = labels.bincount(minlength=10).double()
+    rarest = int(counts.masked_fill(counts == 0, float("inf")).argmin())
+    assert log["contrast_rarest"] == pytest.approx(per_batch[:, rarest].mean().item())
+    assert log["contrast_majority"] > log["contrast_minority"]  # the long tail, in the batch
