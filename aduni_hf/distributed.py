@@ -50,3 +50,19 @@ def gather_contrast_set(
         raise RuntimeError(f"ranks hold different batch sizes {rows}; keep accelerate's even_batches on")
     offset = dist.get_rank() * features.shape[0]
     return _AllGatherWithGrad.apply(features), torch.cat(_all_gather(labels)), offset
+
+
+@torch.no_grad()
+def all_gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's `tensor`, concatenated along dim 0 in rank order, without gradient.
+
+    For training state that every process must hold alike (PaCo's key queue: the official `concat_all_gather`
+    of MoCo and PaCo), never for a loss's contrast set (use `gather_contrast_set`). In one process: `tensor`
+    itself. Every rank must hold the same number of rows.
+    """
+    if world_size() == 1:
+        return tensor
+    rows = [int(r) for r in _all_gather(torch.tensor([tensor.shape[0]], device=tensor.device))]
+    if len(set(rows)) != 1:
+        raise RuntimeError(f"ranks hold different batch sizes {rows}; keep accelerate's even_batches on")
+    return torch.cat(_all_gather(tensor.detach()))
