@@ -15,6 +15,9 @@ from transformers import PreTrainedConfig
 
 logger = logging.getLogger(__name__)
 
+# The classifiers `classifier_type` can name (see AdUniConfig's docstring).
+CLASSIFIER_TYPES = ("linear", "cosine")
+
 # How close (difflib ratio) an unknown key must be to one of AdUniConfig's own fields to be reported as a
 # probable typo ("img_size" -> "image_size" is 0.89; "hidden_size" -> "image_size" is 0.67 and is not reported).
 _NEAR_MISS_CUTOFF = 0.75
@@ -32,7 +35,12 @@ class AdUniConfig(PreTrainedConfig):
         projection_hidden_dim (`int`, *optional*):
             Hidden size of the projection head; defaults to the backbone's feature size d.
         classifier_dropout (`float`, *optional*, defaults to 0.5):
-            Dropout before the linear classifier (the official code passes `drop=0.5`).
+            Dropout before the classifier (the official code passes `drop=0.5`).
+        classifier_type (`str`, *optional*, defaults to `"linear"`):
+            The classifier on the dropped-out pooled feature: `"linear"`, a Linear layer with bias (AdUni's);
+            or `"cosine"`, the cosine similarity between the L2-normalised feature and the L2-normalised class
+            weight rows, without bias, so every logit lies in [-1, 1] (the `NormedLinear` that LDAM-DRW trains,
+            Cao et al. 2019).
         image_size (`int`, *optional*, defaults to 384):
             Side of the square input the model was trained on; the saved image processor resizes to it.
         zero_init_last (`bool`, *optional*, defaults to `False`):
@@ -74,7 +82,13 @@ class AdUniConfig(PreTrainedConfig):
         metadata={"help": "Hidden size of the projection head; default: the encoder's pooled feature size."},
     )
     classifier_dropout: float = field(
-        default=0.5, metadata={"help": "Dropout before the linear classifier, in [0, 1)."}
+        default=0.5, metadata={"help": "Dropout before the classifier, in [0, 1)."}
+    )
+    classifier_type: str = field(
+        default="linear",
+        metadata={
+            "help": "Classifier: 'linear' (Linear with bias, AdUni) or 'cosine' (normalised, for LDAM-DRW)."
+        },
     )
     image_size: int = field(
         default=384, metadata={"help": "Side of the square input image for training and inference."}
@@ -131,6 +145,11 @@ class AdUniConfig(PreTrainedConfig):
         dropout = self.classifier_dropout
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"classifier_dropout must be a number in [0, 1), got {dropout!r}")
+        if self.classifier_type not in CLASSIFIER_TYPES:
+            raise ValueError(
+                f"classifier_type must be one of {', '.join(map(repr, CLASSIFIER_TYPES))}, "
+                f"got {self.classifier_type!r}"
+            )
         if not isinstance(self.zero_init_last, bool):
             raise ValueError(f"zero_init_last must be a bool, got {self.zero_init_last!r}")
         if self.backbone_kwargs is not None and not isinstance(self.backbone_kwargs, dict):

@@ -3,7 +3,9 @@
 Architecture of the official `SupConResNet_ClassCenter` (Cong et al. 2022; docs/method.md, "Model"):
 encoder -> pooled feature h (d); features = normalise(Linear(d, d) - ReLU - Linear(d, 128))(h);
 logits = Linear(Dropout(0.5)(h)). Both heads branch from the same un-normalised pooled feature with no
-stop-gradient.
+stop-gradient. With `config.classifier_type = "cosine"` the classifier is LDAM-DRW's normalised linear layer
+instead (Cao et al. 2019; kaidic/LDAM-DRW, models/resnet_cifar.py, `NormedLinear`):
+logits = normalise(Dropout(0.5)(h)) . normalise(w_c), one cosine in [-1, 1] per class, no bias.
 
 Self-contained on purpose: copied next to saved weights for `trust_remote_code` loading (docs/hf_stack.md,
 "Remote code"), so it imports only the standard library, torch, timm, transformers and the configuration file
@@ -171,13 +173,57 @@ class AdUniProjectionHead(nn.Module):
         return F.normalize(self.projection(self.activation(self.dense(pooled))), dim=1)
 
 
-class AdUniClassificationHead(nn.Module):
-    """Dropout then Linear(d, num_labels) on the un-normalised pooled feature."""
+class AdUniCosineLinear(nn.Module):
+    """Cosine classifier: the cosine similarity between the input and every class weight row, no bias.
 
-    def __init__(self, in_features: int, num_labels: int, dropout: float) -> None:
+    LDAM-DRW's `NormedLinear` (kaidic/LDAM-DRW, models/resnet_cifar.py) with the weight laid out as in
+    nn.Linear, one row per class: (num_labels, d) here, (d, num_labels) there. Shapes: (B, d) -> (B, num_labels),
+    every entry in [-1, 1].
+    """
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The official rule (what `_init_weights` applies too): every entry uniform in [-1, 1], then every class
+        row rescaled to unit L2 norm (the official code clips each class vector's norm to 1e-5 with `renorm_` and
+        multiplies by 1e5)."""
+        with torch.no_grad():
+            _unit_rows_(self.weight.uniform_(-1.0, 1.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.normalize(x, dim=-1), F.normalize(self.weight, dim=-1))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias=False"
+
+
+def _unit_rows_(weight: torch.Tensor) -> torch.Tensor:
+    """Rescale every row of a (C, d) weight to L2 norm 1 in place, as the official `renorm_(2, dim, 1e-5)` then
+    `mul_(1e5)` of the class vectors does."""
+    return weight.renorm_(2, 0, 1e-5).mul_(1e5)
+
+
+class AdUniClassificationHead(nn.Module):
+    """Dropout then the classifier on the un-normalised pooled feature: Linear(d, num_labels) with bias
+    (`classifier_type="linear"`), or the cosine classifier `AdUniCosineLinear` (`"cosine"`). Either way the layer
+    is `dense`, so the state dict keys are `classifier.dense.weight` (and `classifier.dense.bias` for linear)."""
+
+    def __init__(
+        self, in_features: int, num_labels: int, dropout: float, classifier_type: str = "linear"
+    ) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)
-        self.dense = head_linear(in_features, num_labels)
+        if classifier_type == "linear":
+            self.dense = head_linear(in_features, num_labels)
+        elif classifier_type == "cosine":
+            self.dense = AdUniCosineLinear(in_features, num_labels)
+        else:
+            raise ValueError(f"classifier_type must be 'linear' or 'cosine', got {classifier_type!r}")
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:  # (B, d) -> (B, C)
         return self.dense(self.dropout(pooled))
@@ -221,18 +267,25 @@ class AdUniPreTrainedModel(PreTrainedModel):
         functions leave tensors flagged `_is_hf_initialized` (loaded ones) untouched. A freshly built encoder
         keeps timm's own initialisation bit for bit: `AdUniModel.__init__` flags its tensors before `post_init`.
 
-        Rules: our head Linears, PyTorch's default nn.Linear rule (the official code); encoder convolutions,
-        Kaiming-normal fan_out/relu with zero bias (timm's ResNet rule, and the official ResNet's); norm layers,
-        weight 1, bias 0, BatchNorm running mean 0, variance 1, `num_batches_tracked` 0; encoder Linears,
-        truncated normal with std 0.02 and zero bias (timm's rule for the families with Linears in the encoder);
-        with `zero_init_last`, the last BatchNorm of a residual block 0 (timm's `zero_init_last`). Any other
-        parameter is filled too, never left as uninitialised memory: ViT-style class/register tokens
-        N(0, 1e-6), LayerScale `gamma` its `init_values`, anything else truncated normal with std 0.02.
+        Rules: our head Linears, PyTorch's default nn.Linear rule (the official code); the cosine classifier,
+        LDAM-DRW's `NormedLinear` rule (uniform in [-1, 1], then every class row rescaled to unit norm);
+        encoder convolutions, Kaiming-normal fan_out/relu with zero bias (timm's ResNet rule, and the official
+        ResNet's); norm layers, weight 1, bias 0, BatchNorm running mean 0, variance 1, `num_batches_tracked`
+        0; encoder Linears, truncated normal with std 0.02 and zero bias (timm's rule for the families with
+        Linears in the encoder); with `zero_init_last`, the last BatchNorm of a residual block 0 (timm's
+        `zero_init_last`). Any other parameter is filled too, never left as uninitialised memory: ViT-style
+        class/register tokens N(0, 1e-6), LayerScale `gamma` its `init_values`, anything else truncated normal
+        with std 0.02.
         """
         if isinstance(module, nn.Linear) and getattr(module, "is_aduni_head", False):
             init.kaiming_uniform_(module.weight, a=math.sqrt(5))
             bound = 1.0 / math.sqrt(module.in_features)
             init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, AdUniCosineLinear):
+            if not _is_initialised(module.weight):  # a loaded weight stays as loaded
+                init.uniform_(module.weight, -1.0, 1.0)
+                with torch.no_grad():
+                    _unit_rows_(module.weight)
         elif isinstance(module, nn.modules.conv._ConvNd):
             init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             if module.bias is not None:
@@ -444,7 +497,7 @@ class AdUniForImageClassification(AdUniPreTrainedModel):
         super().__init__(config)
         self.aduni = AdUniModel(config)
         self.classifier = AdUniClassificationHead(
-            self.aduni.feature_dim, config.num_labels, config.classifier_dropout
+            self.aduni.feature_dim, config.num_labels, config.classifier_dropout, config.classifier_type
         )
         self.post_init()
 

@@ -36,6 +36,7 @@ FIELDS = {
     "projection_dim": ("int", 128),
     "projection_hidden_dim": ("int | None", None),
     "classifier_dropout": ("float", 0.5),
+    "classifier_type": ("str", "linear"),
     "image_size": ("int", 384),
     "zero_init_last": ("bool", False),
     "backbone_kwargs": ("dict | None", None),

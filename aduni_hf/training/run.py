@@ -43,7 +43,7 @@ from .trainer import AdUniTrainer
 logger = logging.getLogger(__name__)
 
 # Fields that shape the weights: a recipe starting from a saved model must agree with it on these.
-ARCHITECTURE_FIELDS = ("backbone", "projection_dim", "projection_hidden_dim", "backbone_kwargs")
+ARCHITECTURE_FIELDS = ("backbone", "projection_dim", "projection_hidden_dim", "backbone_kwargs", "classifier_type")
 
 
 def setup_logging(training_args: AdUniTrainingArguments) -> None:
@@ -343,6 +343,15 @@ def run_training(
             ),
         )
 
+    classifier = getattr(LOSSES[method_args.method], "classifier_type", None)
+    if classifier is not None and classifier != model_args.classifier_type:
+        if _changed_fields(model_args, ("classifier_type",)):
+            raise RecipeError(
+                f"method {method_args.method!r} trains a {classifier!r} classifier, but classifier_type is "
+                f"{model_args.classifier_type!r}; remove classifier_type or set it to {classifier!r}"
+            )
+        logger.info("method %r: classifier_type %r", method_args.method, classifier)
+        model_args.classifier_type = model_args.config.classifier_type = classifier
     model = build_model(model_args, class_names)
     # Class counts for logit adjustment come from the training images only (no validation, no test).
     # `model` reaches the methods that keep a copy of it (PaCo's momentum key encoder).

@@ -38,6 +38,7 @@ def test_every_method_trains_saves_loads_and_predicts(tmp_path, method):
         assert all("alpha" not in entry for entry in steps)
 
     model = AutoModelForImageClassification.from_pretrained(output_dir)
+    assert model.config.classifier_type == getattr(LOSSES[method], "classifier_type", "linear")  # LDAM: cosine
     classify = pipeline("image-classification", model=model, image_processor=build_image_processor(16))
     predictions = classify(Image.new("RGB", (8, 8), (200, 30, 30)), top_k=3)
     assert len(predictions) == 3 and {p["label"] for p in predictions} <= set(model.config.id2label.values())

@@ -46,6 +46,7 @@ def test_recipe_values_reach_the_config():
         "image_size": 48,
         "zero_init_last": True,
         "backbone_kwargs": {"in_chans": 1},
+        "classifier_type": "linear",
     }
     model = build_model(args, CLASSES)
     assert model.aduni.backbone.conv1[0].in_channels == 1 and model.classifier.dense.out_features == 10
