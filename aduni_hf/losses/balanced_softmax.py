@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .aduc import PRIOR_EPS
-from .registry import LOSSES
+from .registry import LOSSES, view_major_labels
 
 
 @LOSSES.register("balanced_softmax")
@@ -60,15 +60,11 @@ class BalancedSoftmaxLoss(nn.Module):
         return f"num_classes={self.num_classes}"
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
-        rows, num_images = logits.shape[0], labels.shape[0]
-        if logits.ndim != 2 or logits.shape[1] != self.num_classes or num_images == 0 or rows % num_images:
-            raise ValueError(
-                f"expected logits (V*N, {self.num_classes}) for N={num_images}, got {tuple(logits.shape)}"
-            )
+        row_labels = view_major_labels(logits, labels, self.num_classes)
         dtype = torch.promote_types(logits.dtype, torch.float32)  # float32, or float64 for gradcheck
         with torch.autocast(device_type=logits.device.type, enabled=False):
             adjusted = logits.to(dtype) + self.log_prior.to(dtype)  # (V*N, C)
-            return F.cross_entropy(adjusted, labels.repeat(rows // num_images))
+            return F.cross_entropy(adjusted, row_labels)
 
     def from_outputs(self, outputs, labels: Tensor, alpha: float) -> Tensor:
         return self(outputs.logits, labels)

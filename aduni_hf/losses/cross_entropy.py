@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .registry import LOSSES
+from .registry import LOSSES, view_major_labels
 
 
 @LOSSES.register("ce")
@@ -23,12 +23,7 @@ class CrossEntropyLoss(nn.Module):
         self.num_classes = num_classes
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
-        rows, num_images = logits.shape[0], labels.shape[0]
-        if logits.ndim != 2 or logits.shape[1] != self.num_classes or rows % max(num_images, 1):
-            raise ValueError(
-                f"expected logits (V*N, {self.num_classes}) for N={num_images}, got {tuple(logits.shape)}"
-            )
-        return F.cross_entropy(logits.float(), labels.repeat(rows // num_images))
+        return F.cross_entropy(logits.float(), view_major_labels(logits, labels, self.num_classes))
 
     def from_outputs(self, outputs, labels: Tensor, alpha: float) -> Tensor:
         return self(outputs.logits, labels)

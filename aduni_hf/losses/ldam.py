@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .registry import LOSSES
+from .registry import LOSSES, view_major_labels
 
 
 def ldam_margins(class_counts: Sequence[int] | Tensor, max_margin: float = 0.5) -> Tensor:
@@ -147,14 +147,9 @@ class LDAMDRWLoss(nn.Module):
         return self.epoch >= self.drw_start_epoch(self.num_epochs)
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
-        rows, num_images = logits.shape[0], labels.shape[0]
-        if logits.ndim != 2 or logits.shape[1] != self.num_classes or num_images == 0 or rows % num_images:
-            raise ValueError(
-                f"expected logits (V*N, {self.num_classes}) for N={num_images}, got {tuple(logits.shape)}"
-            )
+        row_labels = view_major_labels(logits, labels, self.num_classes)
         dtype = torch.promote_types(logits.dtype, torch.float32)  # float32, or float64 for gradcheck
         with torch.autocast(device_type=logits.device.type, enabled=False):
-            row_labels = labels.repeat(rows // num_images)  # view-major: label of row r is labels[r % N]
             true_class = F.one_hot(row_labels, self.num_classes).to(dtype)  # (V*N, C)
             margin = self.margins.to(dtype)[row_labels]  # (V*N,) m_y of every row
             adjusted = self.scale * (logits.to(dtype) - true_class * margin[:, None])  # (V*N, C)

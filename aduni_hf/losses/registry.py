@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from ..registry import Registry
 
@@ -25,3 +25,14 @@ def build_loss(method: str, num_classes: int, class_counts: Sequence[int], /, **
     if "class_counts" in accepted:
         kwargs["class_counts"] = class_counts
     return loss_class(num_classes=num_classes, **kwargs)
+
+
+def view_major_labels(logits: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """The label of every row of view-major `logits` (V*N, C) for the N image `labels`: row r is image r % N.
+
+    Raises a ValueError naming the shapes when the logits are not V*N rows of `num_classes` columns.
+    """
+    rows, num_images = logits.shape[0], labels.shape[0]
+    if logits.ndim != 2 or logits.shape[1] != num_classes or num_images == 0 or rows % num_images:
+        raise ValueError(f"expected logits (V*N, {num_classes}) for N={num_images}, got {tuple(logits.shape)}")
+    return labels.repeat(rows // num_images)
