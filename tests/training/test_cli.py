@@ -1,5 +1,6 @@
 """Recipes: YAML plus flags, and bad fields failing before any work with a message naming the field."""
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -144,3 +145,38 @@ def test_a_recipe_base_that_is_missing_or_circular(tmp_path):
     (tmp_path / "d.yaml").write_text(f"base: {DEMO}\ntemprature: 0.2\n")
     with pytest.raises(RecipeError, match=r"d.yaml: unknown field 'temprature'"):
         parse_recipe(ARGUMENT_CLASSES, [str(tmp_path / "d.yaml")])
+
+
+BASES = {"isic2018": "isic2018_aduni.yaml", "aptos2019": "aptos2019_aduni.yaml", "demo": "demo.yaml"}
+METHOD_RECIPES = sorted(
+    p for p in (REPO / "configs").glob("*_*.yaml") if p.stem.split("_")[0] in BASES and p.name not in BASES.values()
+)
+
+
+def test_every_method_has_a_recipe_per_data_set():
+    from aduni_hf.losses import LOSSES
+
+    for dataset in BASES:
+        named = {p.stem.removeprefix(f"{dataset}_") for p in METHOD_RECIPES if p.stem.startswith(f"{dataset}_")}
+        assert named | {"aduni"} == set(LOSSES), dataset
+
+
+@pytest.mark.parametrize("recipe", METHOD_RECIPES, ids=lambda p: p.stem)
+def test_a_method_recipe_is_its_data_sets_recipe_with_only_the_method_changed(recipe):
+    """The paper's protocol: the same backbone, resolution, augmentation, schedule and folds for every method."""
+    dataset = recipe.stem.split("_")[0]
+    method = recipe.stem.removeprefix(f"{dataset}_")
+    ours = parse_recipe(ARGUMENT_CLASSES, [str(recipe)])
+    base = parse_recipe(ARGUMENT_CLASSES, [str(REPO / "configs" / BASES[dataset])])
+    assert ours[2].method == method
+    method_fields = {"method", "alpha_schedule", "alpha_max"} | {
+        f for f in vars(ours[2]) if f.startswith(("paco_", "drw_", "ldam_", "max_margin", "queue_", "stage2_"))
+    }
+    for theirs, mine in zip(base, ours, strict=True):
+        differing = {
+            name for name in (f.name for f in dataclasses.fields(mine) if f.init)
+            if name not in method_fields and name not in ("output_dir", "run_name", "config")
+            and getattr(mine, name) != getattr(theirs, name)
+        }  # fmt: skip
+        assert not differing, f"{recipe.name} differs from {BASES[dataset]} in {sorted(differing)}"
+    assert ours[3].output_dir.endswith(f"{dataset}_{method}")
