@@ -39,6 +39,7 @@ def aduc_per_anchor(
     contrast_features: Tensor | None = None,
     contrast_labels: Tensor | None = None,
     anchor_offset: int = 0,
+    normalise: bool = True,
 ) -> Tensor:
     """Per-anchor AduC loss before the T/T_b scale, in the dtype of its inputs.
 
@@ -49,7 +50,8 @@ def aduc_per_anchor(
         contrast_features, contrast_labels: (M, d), (M,) the samples every anchor is contrasted with; default
             the anchors themselves. Anchor i is sample `anchor_offset + i` of the contrast set (several
             processes: the global batch, this rank's rows at its offset).
-        returns: (m,) the bracketed term of the module docstring, negated and normalised.
+        returns: (m,) the bracketed term of the module docstring, negated and divided by
+            beta + alpha |P(i)| (the released code); `normalise=False` leaves the sum as the paper's Eq. 3.
     """
     if contrast_features is None:
         contrast_features, contrast_labels = features, labels
@@ -68,8 +70,11 @@ def aduc_per_anchor(
         [beta * F.one_hot(labels, num_classes).to(log_prob.dtype), alpha * same_class.to(log_prob.dtype)],
         dim=1,
     )  # (m, C + M): beta on the own-class column, alpha on same-class samples
+    weighted_sum = -(weights * log_prob).sum(dim=1)  # (m,)
+    if not normalise:
+        return weighted_sum
     normaliser = beta + alpha * same_class.sum(dim=1).to(log_prob.dtype) + NORMALISER_EPS  # (m,)
-    return -(weights * log_prob).sum(dim=1) / normaliser
+    return weighted_sum / normaliser
 
 
 @LOSSES.register("aduni")
@@ -88,6 +93,13 @@ class AduCLoss(nn.Module):
         gather_distributed: under several processes, contrast this rank's anchors with the views of the
             global batch (all-gathered with gradient), as the official single-process batch does. False keeps
             the contrast set per process.
+        classifier_temperature: divides the (adjusted) class columns; 1 as the released code (`supt = 1`),
+            the recipe's `temperature` for the paper's Eq. 2-3, which write every term over tau.
+        positive_normalisation: divide each anchor's sum by beta + alpha |P(i)| (released code); False keeps
+            the paper's plain sum over P(i).
+        beta_from_alpha: beta = 1 - alpha at every step (the released code's 'linear' alpha mode) instead of
+            the constant `beta`.
+        (docs/method.md, "Paper and code: every difference".)
 
     Shapes:
         features: (V*N, d) L2-normalised, view-major: rows 0..N-1 are view 1 of the N images, rows N..2N-1
@@ -112,6 +124,9 @@ class AduCLoss(nn.Module):
         beta: float = 1.0,
         logit_adjustment: bool = True,
         gather_distributed: bool = True,
+        classifier_temperature: float = 1.0,
+        positive_normalisation: bool = True,
+        beta_from_alpha: bool = False,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -120,7 +135,9 @@ class AduCLoss(nn.Module):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if base_temperature <= 0:
             raise ValueError(f"base_temperature must be > 0, got {base_temperature}")
-        if beta <= 0:
+        if classifier_temperature <= 0:
+            raise ValueError(f"classifier_temperature must be > 0, got {classifier_temperature}")
+        if beta <= 0 and not beta_from_alpha:
             raise ValueError(
                 f"beta must be > 0 (the own-class column is every anchor's positive), got {beta}"
             )
@@ -128,6 +145,9 @@ class AduCLoss(nn.Module):
         self.temperature = float(temperature)
         self.base_temperature = float(base_temperature)
         self.beta = float(beta)
+        self.classifier_temperature = float(classifier_temperature)
+        self.positive_normalisation = positive_normalisation
+        self.beta_from_alpha = beta_from_alpha
         self.gather_distributed = gather_distributed
         log_prior = torch.zeros(num_classes)
         self.logit_adjustment = logit_adjustment and class_counts is not None
@@ -169,16 +189,19 @@ class AduCLoss(nn.Module):
             if self.gather_distributed:
                 contrast_features, contrast_labels, offset = gather_contrast_set(features, row_labels)
             self.contrast_labels = contrast_labels.detach()  # what the anchors were contrasted with (for the logs)
+            # (V*N, C): logit adjustment, and the paper's temperature on the class columns if asked for
+            class_columns = (logits.to(dtype) + self.log_prior.to(dtype)) / self.classifier_temperature
             per_anchor = aduc_per_anchor(
                 features,
-                logits.to(dtype) + self.log_prior.to(dtype),  # (V*N, C) logit adjustment
+                class_columns,
                 row_labels,
                 alpha=float(alpha),
-                beta=self.beta,
+                beta=1.0 - float(alpha) if self.beta_from_alpha else self.beta,
                 temperature=self.temperature,
                 contrast_features=contrast_features,
                 contrast_labels=contrast_labels,
                 anchor_offset=offset,
+                normalise=self.positive_normalisation,
             )
             return per_anchor.mean() * (self.temperature / self.base_temperature)
 

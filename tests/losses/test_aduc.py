@@ -535,3 +535,42 @@ def test_bad_shapes_raise(case):
         labels = labels[:0]
     with pytest.raises(ValueError):
         AduCLoss(NUM_CLASSES)(features, logits, labels, 1.0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The paper's alternatives (docs/method.md, "Paper and code: every difference")
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_paper_temperature_on_the_class_columns_divides_the_adjusted_logits():
+    """classifier_temperature tau: the class columns are (l + log prior) / tau; the loop oracle takes the
+    logits, so it gets (l + log prior) / tau - log prior for the same columns."""
+    features, logits = make_inputs(seed=31)
+    labels = torch.tensor(IMBALANCED_LABELS)
+    log_prior = torch.log(torch.tensor(CLASS_COUNTS, dtype=torch.float64) / sum(CLASS_COUNTS) + 1e-9)
+    loss_fn = AduCLoss(NUM_CLASSES, class_counts=CLASS_COUNTS, classifier_temperature=0.1)
+    shifted = (logits + log_prior) / 0.1 - log_prior
+    expected = aduc_oracle(features, shifted, labels, 0.4, 1.0, 0.1, 0.07, CLASS_COUNTS)
+    torch.testing.assert_close(loss_fn(features, logits, labels, 0.4), expected)
+
+
+def test_paper_sum_without_the_positive_normaliser():
+    """positive_normalisation=False: L_i is the plain weighted sum, i.e. the oracle's L_i times (beta + alpha |P(i)|)."""
+    features, logits = make_inputs(seed=32)
+    labels = torch.tensor(IMBALANCED_LABELS)
+    alpha, beta = 0.3, 1.0
+    per_anchor = oracle_per_anchor(features, logits, labels, alpha, beta, 0.1, 0.07, CLASS_COUNTS)
+    rows = view_major_labels(labels).tolist()
+    positives = [sum(1 for j, y in enumerate(rows) if j != i and y == rows[i]) for i in range(len(rows))]
+    expected = sum(loss * (beta + alpha * p) for loss, p in zip(per_anchor, positives, strict=True)) / len(rows)
+    loss_fn = AduCLoss(NUM_CLASSES, class_counts=CLASS_COUNTS, positive_normalisation=False)
+    torch.testing.assert_close(loss_fn(features, logits, labels, alpha), torch.tensor(expected, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("alpha", [0.9, 0.25])
+def test_beta_from_alpha_is_the_linear_modes_one_minus_alpha(alpha):
+    features, logits = make_inputs(seed=33)
+    labels = torch.tensor(IMBALANCED_LABELS)
+    loss_fn = AduCLoss(NUM_CLASSES, class_counts=CLASS_COUNTS, beta_from_alpha=True)
+    expected = aduc_oracle(features, logits, labels, alpha, 1.0 - alpha, 0.1, 0.07, CLASS_COUNTS)
+    torch.testing.assert_close(loss_fn(features, logits, labels, alpha), expected)
