@@ -15,8 +15,12 @@ from .balanced_softmax import BalancedSoftmaxLoss
 from .cross_entropy import CrossEntropyLoss
 from .ldam import LDAMDRWLoss, drw_class_weights, ldam_margins
 from .paco import PaCoAduCLoss, PaCoLoss, paco_per_anchor
+from .supcon import SupConLoss, supcon_per_anchor
+from .stages import Stage, method_stages  # decouple and cicl, trained in two stages
 
 __all__ = [
+    "Stage",
+    "method_stages",
     "LOSSES",
     "build_loss",
     "AduCLoss",
@@ -29,4 +33,6 @@ __all__ = [
     "PaCoLoss",
     "PaCoAduCLoss",
     "paco_per_anchor",
+    "SupConLoss",
+    "supcon_per_anchor",
 ]

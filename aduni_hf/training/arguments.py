@@ -17,6 +17,7 @@ from transformers import TrainingArguments
 from ..configuration_aduni import AdUniConfig
 from ..data import AUGMENTATIONS, DATASETS, SAMPLERS
 from ..losses import LOSSES
+from ..losses.stages import STAGE2_BN_MODES
 from ..schedules import ALPHA_SCHEDULES
 
 
@@ -177,6 +178,27 @@ class MethodArguments:
     drw_start: float = field(
         default=0.8, metadata={"help": "DRW: share of training after which re-weighting starts (320 of 400)."}
     )
+    # Two-stage methods (decouple, cicl): the second stage, a re-initialised classifier on the frozen encoder.
+    # One-stage methods ignore these fields.
+    stage2_epochs: int = field(
+        default=10,
+        metadata={"help": "Two-stage methods: epochs of the second stage (cRT's 10; max_steps caps each stage)."},
+    )
+    stage2_learning_rate: float = field(
+        default=0.05,
+        metadata={
+            "help": "Two-stage methods: peak SGD learning rate of the second stage, cosine to min_learning_rate, no "
+            "warm-up (cRT's 0.2 at batch 512, scaled linearly to batch 128)."
+        },
+    )
+    stage2_bn: str | None = field(
+        default=None,
+        metadata={
+            "help": "Two-stage methods: BatchNorm of the frozen encoder in the second stage, train (statistics "
+            "updated on the stage-2 batches) or eval (frozen). Default: the method's official choice (decouple "
+            "train, cicl eval)."
+        },
+    )
 
     def __post_init__(self) -> None:
         LOSSES.check(self.method, field="method")
@@ -197,6 +219,13 @@ class MethodArguments:
             raise ValueError(f"drw_beta must be in (0, 1), got {self.drw_beta}")
         if not 0 <= self.drw_start <= 1:
             raise ValueError(f"drw_start must be in [0, 1], got {self.drw_start}")
+        if isinstance(self.stage2_epochs, bool) or not isinstance(self.stage2_epochs, int) or self.stage2_epochs < 1:
+            raise ValueError(f"stage2_epochs must be an integer >= 1, got {self.stage2_epochs!r}")
+        _positive("stage2_learning_rate", self.stage2_learning_rate)
+        if self.stage2_bn is not None and self.stage2_bn not in STAGE2_BN_MODES:
+            raise ValueError(
+                f"stage2_bn must be one of {list(STAGE2_BN_MODES)} (or unset: the method's default), got {self.stage2_bn!r}"
+            )
         if self.alpha_min < 0:
             raise ValueError(f"alpha_min must be >= 0, got {self.alpha_min}")
         if self.alpha_min > self.alpha_max:

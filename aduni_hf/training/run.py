@@ -32,12 +32,21 @@ from ..data import (
 from ..evaluation import build_compute_metrics, format_results_table
 from ..hub import build_image_processor, render_model_card
 from ..losses import LOSSES, build_loss
+from ..losses.stages import Stage, method_stages
 from ..modeling_aduni import AdUniForImageClassification
 from ..utils import write_atomic
 from .arguments import MODEL_FIELDS, AdUniTrainingArguments, DataArguments, MethodArguments, ModelArguments
 from .callbacks import AlphaScheduleCallback
 from .checkpoints import FAILURE_NAME, check_resume, prepare_output_dir, run_record
 from .cli import RecipeError
+from .stages import (
+    describe_stage,
+    prepare_stage_dirs,
+    resolve_stage,
+    stage_dir,
+    tau_norm_evaluation,
+    train_in_stages,
+)
 from .trainer import AdUniTrainer
 
 logger = logging.getLogger(__name__)
@@ -130,6 +139,21 @@ def check_recipe(
             method_args.alpha_max,
             method_args.alpha_schedule,
         )
+    if len(method_stages(method_args.method)) > 1:
+        if method_args.stage2_learning_rate < training_args.min_learning_rate:
+            raise RecipeError(
+                f"stage2_learning_rate={method_args.stage2_learning_rate:g} is below min_learning_rate="
+                f"{training_args.min_learning_rate:g}, where the second stage's cosine ends; raise "
+                "stage2_learning_rate or lower min_learning_rate"
+            )
+        recommended = getattr(loss_class, "recommended_sampler", None)
+        if recommended is not None and method_args.sampler != recommended:
+            logger.warning(
+                "note: the official first stage of %r samples with %r; this run uses sampler %r",
+                method_args.method,
+                recommended,
+                method_args.sampler,
+            )
 
 
 def open_prepared_dataset(path: str) -> datasets.Dataset:
@@ -301,10 +325,12 @@ def run_training(
     """
     setup_logging(training_args)
     check_recipe(model_args, data_args, method_args, training_args)
+    stages = method_stages(method_args.method)
     with training_args.main_process_first(desc="checking output_dir"):
         checkpoint = prepare_output_dir(
             training_args.output_dir, training_args.resume_from_checkpoint, training_args.overwrite_output_dir
         )
+        prepare_stage_dirs(training_args.output_dir, len(stages), training_args.overwrite_output_dir)
     output_dir = Path(training_args.output_dir)
     seed_everything(training_args)
     set_cpu_threads(training_args)
@@ -358,12 +384,7 @@ def run_training(
     loss_fn = build_loss(
         method_args.method, len(class_names), train_counts, model=model, **dataclasses.asdict(method_args)
     )
-    train_dataset = MultiViewDataset(
-        splits.train,
-        build_augmentation(data_args.augmentation, model_args.image_size),
-        num_views=loss_fn.num_views,
-        seed=training_args.seed,
-    )
+    augmentation = build_augmentation(data_args.augmentation, model_args.image_size)
     evaluation = eval_transform(model_args.image_size)
     val_dataset = SingleViewDataset(splits.val, evaluation) if len(splits.val) else None
     test_dataset = SingleViewDataset(splits.test, evaluation)
@@ -371,40 +392,80 @@ def run_training(
         training_args.eval_strategy = "no"  # nothing to validate on: say so instead of failing late
         logger.warning("val_fraction is 0: no validation during training")
 
-    callbacks = []
-    if loss_fn.uses_alpha:
-        callbacks.append(
-            AlphaScheduleCallback(
-                getattr(loss_fn, "fixed_alpha_schedule", None) or method_args.alpha_schedule,
-                alpha_max=method_args.alpha_max,
-                alpha_min=method_args.alpha_min,
-                decay=method_args.alpha_decay,
+    def make_trainer(args: AdUniTrainingArguments, stage: Stage) -> AdUniTrainer:
+        """The trainer of one stage: the method's loss (a later stage's own loss), the stage's sampler."""
+        stage_loss = loss_fn
+        if stage.loss is not None:
+            stage_loss = build_loss(
+                stage.loss, len(class_names), train_counts, model=model, **dataclasses.asdict(method_args)
             )
+        callbacks = []
+        if stage_loss.uses_alpha:
+            callbacks.append(
+                AlphaScheduleCallback(
+                    getattr(stage_loss, "fixed_alpha_schedule", None) or method_args.alpha_schedule,
+                    alpha_max=method_args.alpha_max,
+                    alpha_min=method_args.alpha_min,
+                    decay=method_args.alpha_decay,
+                )
+            )
+        return AdUniTrainer(
+            model=model,
+            args=args,
+            loss_fn=stage_loss,
+            sampler=stage.sampler,
+            run_record=record,
+            encoder_mode=stage.encoder_mode,
+            epoch_length=stage.epoch_length,
+            run_dir=output_dir,
+            train_dataset=MultiViewDataset(
+                splits.train, augmentation, num_views=stage_loss.num_views, seed=training_args.seed
+            ),
+            eval_dataset=val_dataset,
+            data_collator=collate_views,
+            compute_metrics=build_compute_metrics(class_names),
+            processing_class=build_image_processor(model_args.image_size),
+            callbacks=callbacks,
         )
-    trainer = AdUniTrainer(
-        model=model,
-        args=training_args,
-        loss_fn=loss_fn,
-        sampler=method_args.sampler,
-        run_record=record,
-        train_dataset=train_dataset,
-        eval_dataset=val_dataset,
-        data_collator=collate_views,
-        compute_metrics=build_compute_metrics(class_names),
-        processing_class=build_image_processor(model_args.image_size),
-        callbacks=callbacks,
-    )
 
-    train_result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+    earlier_metrics: dict[str, float] = {}
+    if len(stages) == 1:
+        trainer = make_trainer(training_args, resolve_stage(stages[0], 0, method_args))
+        train_result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+    else:  # two-stage methods: each stage its own trainer; the last one saves and evaluates (stages.py)
+        trainer, train_result, earlier_metrics = train_in_stages(
+            model,
+            stages,
+            make_trainer=make_trainer,
+            method_args=method_args,
+            training_args=training_args,
+            record=record,
+            checkpoint=checkpoint,
+        )
     trainer.save_model()
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
+    train_metrics = {**earlier_metrics, **train_result.metrics}
+    trainer.log_metrics("train", train_metrics)
+    trainer.save_metrics("train", train_metrics)
     trainer.save_state()  # trainer_state.json: the per-epoch loss, alpha, learning rate and validation history
+    tau_eval: dict[str, float] = {}
+    tau_test: dict[str, float] = {}
+    if len(stages) > 1 and getattr(LOSSES[method_args.method], "evaluates_tau_norm", False):
+        # An evaluation of the stage-1 model as saved (its encoder and BatchNorm statistics before stage 2).
+        stage1_model = AdUniForImageClassification.from_pretrained(stage_dir(output_dir, 0))
+        tau_eval, tau_test = tau_norm_evaluation(
+            stage1_model.to(training_args.device),
+            val_dataset,
+            test_dataset,
+            class_names,
+            batch_size=training_args.per_device_eval_batch_size,
+            device=training_args.device,
+        )
+        del stage1_model
     if val_dataset is not None:
-        eval_metrics = trainer.evaluate()
+        eval_metrics = {**trainer.evaluate(), **tau_eval}
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
-    test_metrics = trainer.evaluate(test_dataset, metric_key_prefix="test")
+    test_metrics = {**trainer.evaluate(test_dataset, metric_key_prefix="test"), **tau_test}
 
     trainer.model_card = render_model_card(
         model_name=output_dir.name,
@@ -421,15 +482,21 @@ def run_training(
         projection_dim=model_args.projection_dim,
         image_size=model_args.image_size,
         selection_note=(
-            f"The checkpoint with the best validation {training_args.metric_for_best_model} was kept."
+            f"The checkpoint with the best validation {training_args.metric_for_best_model} was kept"
+            + (" in each stage." if len(stages) > 1 else ".")
             if training_args.load_best_model_at_end
-            else "The model after the last epoch is reported (no model selection)."
+            else "The model after the last epoch"
+            + (" of the last stage" if len(stages) > 1 else "")
+            + " is reported (no model selection)."
         ),
     )
     trainer.create_model_card()
     trainer.save_metrics("test", test_metrics)  # last: from here on the run counts as finished
     if trainer.is_world_process_zero():
         print(format_results_table(test_metrics, class_names, prefix="test"))
+        if tau_test:
+            print(f"tau-normalised stage-1 classifier, tau {tau_test['tau_norm_tau']:g} (chosen on validation):")
+            print(format_results_table(test_metrics, class_names, prefix="test_tau_norm"))
     if training_args.push_to_hub:
         trainer.push_to_hub(commit_message=f"AdUni, {method_args.method}, test fold {data_args.test_fold}")
     return test_metrics
@@ -463,6 +530,13 @@ def recipe_summary(
     else:
         summary["optimiser"] = f"{args.optim} lr {args.learning_rate:g}, {args.lr_scheduler_type} schedule"
     summary["gradient clipping"] = f"norm {args.max_grad_norm:g}" if args.max_grad_norm else "none"
+    stages = method_stages(method_args.method)
+    if len(stages) > 1:
+        for index, stage in enumerate(stages):
+            stage = resolve_stage(stage, index, method_args)
+            summary[f"stage {index + 1}"] = describe_stage(stage, index, args, method_args)
+    if method_args.method == "cicl":
+        summary["SupCon"] = f"T {method_args.temperature:g}, T_b {method_args.base_temperature:g}"
     if method_args.method == "aduni":
         summary["AduC"] = (
             f"T {method_args.temperature:g}, T_b {method_args.base_temperature:g}, beta {method_args.beta:g}, "

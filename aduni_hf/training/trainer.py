@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -15,6 +16,7 @@ import torch
 import torch.distributed as dist
 from huggingface_hub import ModelCard
 from torch import nn
+from torch.utils.data import Sampler
 from transformers import Trainer
 from transformers.trainer_callback import ExportableState, PrinterCallback, ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy, rotate_checkpoints
@@ -24,6 +26,40 @@ from ..schedules import official_learning_rate
 from ..utils import write_atomic
 from .callbacks import AlphaScheduleCallback, EpochProgressCallback
 from .checkpoints import METHOD_STATE_NAME, RUN_RECORD_NAME, STAGING_PREFIX, last_checkpoint, mark_failed
+
+EPOCH_LENGTHS = ("sampler", "dataset")
+ENCODER_MODES = ("train", "eval")
+
+
+class FirstDraws(Sampler):
+    """The first `count` draws of every epoch of an `EpochSampler` (its `set_epoch` and `labels` pass through).
+
+    classifier-balancing counts a cRT epoch as the batches of an instance-balanced epoch (`epoch_steps` = N / batch
+    in run_networks.py) while its class-aware sampler yields M*C draws; this gives the same epoch length.
+    """
+
+    def __init__(self, sampler: EpochSampler, count: int) -> None:
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        self.sampler = sampler
+        self.count = min(int(count), len(sampler))
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.sampler.labels
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        return itertools.islice(iter(self.sampler), self.count)
+
+    def __len__(self) -> int:
+        return self.count
 
 
 class NonFiniteTrainingError(RuntimeError):
@@ -49,7 +85,12 @@ class AdUniTrainer(Trainer):
     - alpha comes from the `AlphaScheduleCallback` among the callbacks (one is added with the official defaults
       if the loss uses alpha and none is given) and is written into the training logs.
     - The train sampler is `sampler` from the `aduni_hf.data.SAMPLERS` registry, a pure function of
-      (seed, epoch).
+      (seed, epoch). `epoch_length="dataset"` keeps the first floor(N / B) * B draws of each of its epochs (N the
+      training images, B the global batch): an epoch has the batches of an instance-balanced one whatever the
+      sampler draws (classifier-balancing's cRT epochs).
+    - `encoder_mode="eval"` runs the encoder (`model.base_model`: backbone and projection head) in eval mode
+      during training, its BatchNorm statistics frozen (a second stage on a frozen encoder, CICL's linear probe);
+      None (default) leaves the whole model in the Trainer's train mode.
     - The console shows a progress bar (in a terminal) and one compact line per epoch (`EpochProgressCallback`).
     - With `args.optimizer_recipe == "official"`: SGD with momentum and weight decay on every parameter, and
       the per-epoch warm-up + cosine learning rate of the released code (docs/method.md, "Schedules").
@@ -63,6 +104,10 @@ class AdUniTrainer(Trainer):
         loss_fn: a loss of the `aduni_hf.losses` registry (for example `AduCLoss`).
         sampler: name of the training sampler (`aduni_hf.data.SAMPLERS`).
         run_record: what the run is (`checkpoints.run_record`), saved in every checkpoint as aduni_run.json.
+        encoder_mode: None, or "eval" (see above; "train" is the Trainer's own mode and changes nothing).
+        epoch_length: "sampler" (default) or "dataset" (see above).
+        run_dir: the run's output_dir, where `training_failed.json` goes (default `args.output_dir`; a stage of a
+            two-stage method writes its checkpoints into a folder of the run).
         Everything else as `transformers.Trainer`.
     """
 
@@ -75,10 +120,20 @@ class AdUniTrainer(Trainer):
         loss_fn: nn.Module,
         sampler: str = "none",
         run_record: dict[str, Any] | None = None,
+        encoder_mode: str | None = None,
+        epoch_length: str = "sampler",
+        run_dir: str | Path | None = None,
         **kwargs,
     ) -> None:
+        if encoder_mode is not None and encoder_mode not in ENCODER_MODES:
+            raise ValueError(f"encoder_mode must be None or one of {ENCODER_MODES}, got {encoder_mode!r}")
+        if epoch_length not in EPOCH_LENGTHS:
+            raise ValueError(f"epoch_length must be one of {EPOCH_LENGTHS}, got {epoch_length!r}")
         super().__init__(*args, **kwargs)
         self.run_record = run_record or {}
+        self.encoder_mode = encoder_mode
+        self.epoch_length = epoch_length
+        self.run_dir = Path(run_dir if run_dir is not None else self.args.output_dir)
         self._batch_labels: torch.Tensor | None = None  # the last training batch's labels, for error messages
         self._contrast_tally: torch.Tensor | None = None  # class counts of the contrast sets since the last log
         self._contrast_sets = 0
@@ -105,11 +160,11 @@ class AdUniTrainer(Trainer):
         return self.alpha_callback.alpha if self.alpha_callback is not None else 0.0
 
     # ---- data -------------------------------------------------------------------------------------------
-    def _get_train_sampler(self, train_dataset=None) -> EpochSampler:
+    def _get_train_sampler(self, train_dataset=None) -> EpochSampler | FirstDraws:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         config = getattr(self.model, "config", None)
-        return build_sampler(
+        sampler = build_sampler(
             self.sampler_name,
             dataset.labels,
             seed=seed,
@@ -119,12 +174,18 @@ class AdUniTrainer(Trainer):
             num_epochs=getattr(self.args, "cosine_epochs", None) or math.ceil(self.args.num_train_epochs),
             num_classes=getattr(config, "num_labels", None),
         )
+        if self.epoch_length == "dataset":
+            batch = self.args.per_device_train_batch_size * self.args.world_size
+            return FirstDraws(sampler, max(1, len(dataset.labels) // batch) * batch)
+        return sampler
 
     # ---- loss -------------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         pixel_values, labels = inputs["pixel_values"], inputs["labels"]
         if pixel_values.ndim == 5:  # training: (B, V, 3, H, W)
             self._batch_labels = labels
+            if self.encoder_mode == "eval":  # the Trainer has just put the whole model in train mode
+                self.model.base_model.eval()
             if hasattr(self.loss_fn, "set_epoch"):  # losses that change during training (LDAM's deferred weights)
                 self.loss_fn.set_epoch(self.epoch_index(), math.ceil(self.args.num_train_epochs))
             if hasattr(self.loss_fn, "forward_views"):  # methods with their own forward (PaCo's key encoder)
@@ -186,9 +247,9 @@ class AdUniTrainer(Trainer):
             "last_checkpoint": str(checkpoint) if checkpoint else None,
         }
         if self.is_world_process_zero():
-            marked = mark_failed(self.args.output_dir, report)
+            marked = mark_failed(self.run_dir, report)
         else:
-            marked = Path(self.args.output_dir) / "training_failed.json"
+            marked = self.run_dir / "training_failed.json"
         resume = (
             f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was saved before it"
         )
