@@ -34,6 +34,31 @@ METHOD_DESCRIPTIONS = {
         "training (feature learning first, classifier learning later). No memory queue: the batch only."
     ),
     "ce": "plain cross-entropy on one augmented view (the CE baseline of the paper's Table 1).",
+    "aduni_fixed": (
+        "the AduC loss with alpha held constant ('AdUni w/o AduC' in the paper's Table 1): the same unified loss "
+        "and model, no adaptive schedule."
+    ),
+    "balanced_softmax": (
+        "Balanced Softmax (Ren et al., NeurIPS 2020), end to end: cross-entropy on the logits shifted by the log "
+        "class prior during training; raw logits at inference."
+    ),
+    "ldam_drw": (
+        "LDAM-DRW (Cao et al., NeurIPS 2019): label-distribution-aware margins on a cosine classifier (scale 30), "
+        "with deferred re-weighting by the effective number of samples from 80 % of training."
+    ),
+    "paco": (
+        "PaCo (Cui et al., ICCV 2021): supervised contrastive learning of the query view against its momentum-"
+        "encoded key view and a labelled queue of past keys, with the classifier weights as class centres."
+    ),
+    "paco_aduc": "PaCo with the weight of the contrastive positives following AduC's alpha schedule (PaCo+AduC).",
+    "decouple": (
+        "Decouple, cRT (Kang et al., ICLR 2020): cross-entropy training, then a re-initialised classifier trained "
+        "on the frozen encoder with class-aware sampling."
+    ),
+    "cicl": (
+        "CICL (Marrakchi et al., MICCAI 2021): supervised contrastive pre-training on up-sampled batches, then a "
+        "linear classifier on the frozen encoder with class-balanced batches."
+    ),
 }
 
 

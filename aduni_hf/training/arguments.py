@@ -163,6 +163,18 @@ class MethodArguments:
         default=True,
         metadata={"help": "Shift the classifier logits by the log training prior inside AduC and PaCo (official)."},
     )
+    # The paper's alternatives to the released AduC (docs/method.md, "Paper and code: every difference")
+    classifier_temperature: float = field(
+        default=1.0,
+        metadata={"help": "AduC: divide the class columns by this (1: released code; = temperature: the paper)."},
+    )
+    positive_normalisation: bool = field(
+        default=True,
+        metadata={"help": "AduC: divide by beta + alpha |P(i)| (released code); false: the paper's plain sum."},
+    )
+    beta_from_alpha: bool = field(
+        default=False, metadata={"help": "AduC: beta = 1 - alpha (the released code's 'linear' mode)."}
+    )
     # PaCo and PaCo+AduC (Cui et al. 2021; docs/method.md, "Baselines")
     paco_alpha: float = field(default=0.05, metadata={"help": "PaCo: weight of the positive samples (constant)."})
     paco_beta: float = field(default=1.0, metadata={"help": "PaCo: weight of the own-class classifier column."})
@@ -211,7 +223,7 @@ class MethodArguments:
         for name in ("paco_alpha", "paco_gamma", "max_margin"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("paco_beta", "ldam_scale", "queue_size"):
+        for name in ("paco_beta", "ldam_scale", "queue_size", "classifier_temperature"):
             _positive(name, getattr(self, name))
         if not 0 <= self.paco_momentum < 1:
             raise ValueError(f"paco_momentum must be in [0, 1), got {self.paco_momentum}")

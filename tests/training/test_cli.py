@@ -180,3 +180,18 @@ def test_a_method_recipe_is_its_data_sets_recipe_with_only_the_method_changed(re
         }  # fmt: skip
         assert not differing, f"{recipe.name} differs from {BASES[dataset]} in {sorted(differing)}"
     assert ours[3].output_dir.endswith(f"{dataset}_{method}")
+
+
+def test_the_papers_aduc_alternatives_are_recipe_fields_that_reach_the_loss():
+    from aduni_hf.losses import build_loss
+
+    _, _, method, _ = parse_recipe(
+        ARGUMENT_CLASSES,
+        [str(DEMO), "--classifier_temperature", "0.1", "--positive_normalisation", "false", "--beta_from_alpha", "true"],
+    )
+    loss = build_loss("aduni", 10, [5] * 10, **dataclasses.asdict(method))
+    assert (loss.classifier_temperature, loss.positive_normalisation, loss.beta_from_alpha) == (0.1, False, True)
+    released = build_loss("aduni", 10, [5] * 10, **dataclasses.asdict(parse_recipe(ARGUMENT_CLASSES, [str(DEMO)])[2]))
+    assert (released.classifier_temperature, released.positive_normalisation, released.beta_from_alpha) == (
+        1.0, True, False,
+    )  # fmt: skip

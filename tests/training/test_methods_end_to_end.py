@@ -9,6 +9,7 @@ from PIL import Image
 from transformers import AutoModelForImageClassification, pipeline
 
 from aduni_hf.hub import build_image_processor
+from aduni_hf.hub.model_card import METHOD_DESCRIPTIONS
 from aduni_hf.losses import LOSSES
 from aduni_hf.training import ARGUMENT_CLASSES, parse_recipe, run_training
 from tests.training.test_cli import DEMO as DEMO_PATH
@@ -43,3 +44,4 @@ def test_every_method_trains_saves_loads_and_predicts(tmp_path, method):
     predictions = classify(Image.new("RGB", (8, 8), (200, 30, 30)), top_k=3)
     assert len(predictions) == 3 and {p["label"] for p in predictions} <= set(model.config.id2label.values())
     assert not list(output_dir.glob("checkpoint-*")) and (output_dir / "test_results.json").is_file()
+    assert METHOD_DESCRIPTIONS[method] in (output_dir / "README.md").read_text()  # the card says what was trained
