@@ -22,10 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..distributed import gather_contrast_set
-from .registry import LOSSES
+from .registry import LOSSES, log_class_prior
 
-# The official code adds 1e-9 inside log(prior) and 1e-12 to the weighted positive count.
-PRIOR_EPS = 1e-9
+# The official code adds 1e-12 to the weighted positive count (and 1e-9 inside log(prior): registry.PRIOR_EPS).
 NORMALISER_EPS = 1e-12
 
 
@@ -152,12 +151,7 @@ class AduCLoss(nn.Module):
         log_prior = torch.zeros(num_classes)
         self.logit_adjustment = logit_adjustment and class_counts is not None
         if self.logit_adjustment:
-            counts = torch.as_tensor(class_counts, dtype=torch.float64)
-            if counts.shape != (num_classes,) or (counts < 0).any() or counts.sum() <= 0:
-                raise ValueError(
-                    f"class_counts must be {num_classes} non-negative counts with a positive sum, got {class_counts}"
-                )
-            log_prior = torch.log(counts / counts.sum() + PRIOR_EPS).float()
+            log_prior = log_class_prior(class_counts, num_classes)
         self.register_buffer("log_prior", log_prior, persistent=False)  # (C,)
 
     def extra_repr(self) -> str:

@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .aduc import PRIOR_EPS
-from .registry import LOSSES, view_major_labels
+from .registry import LOSSES, log_class_prior, view_major_labels
 
 
 @LOSSES.register("balanced_softmax")
@@ -47,13 +46,8 @@ class BalancedSoftmaxLoss(nn.Module):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        counts = torch.as_tensor(class_counts, dtype=torch.float64)
-        if counts.shape != (num_classes,) or (counts < 0).any() or counts.sum() <= 0:
-            raise ValueError(
-                f"class_counts must be {num_classes} non-negative counts with a positive sum, got {class_counts}"
-            )
         self.num_classes = num_classes
-        log_prior = torch.log(counts / counts.sum() + PRIOR_EPS).float()
+        log_prior = log_class_prior(class_counts, num_classes)
         self.register_buffer("log_prior", log_prior, persistent=False)  # (C,)
 
     def extra_repr(self) -> str:

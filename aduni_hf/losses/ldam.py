@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .registry import LOSSES, view_major_labels
+from .registry import LOSSES, checked_class_counts, view_major_labels
 
 
 def ldam_margins(class_counts: Sequence[int] | Tensor, max_margin: float = 0.5) -> Tensor:
@@ -96,11 +96,7 @@ class LDAMDRWLoss(nn.Module):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        counts = torch.as_tensor(class_counts, dtype=torch.float64)
-        if counts.shape != (num_classes,) or (counts < 0).any() or counts.sum() <= 0:
-            raise ValueError(
-                f"class_counts must be {num_classes} non-negative counts with a positive sum, got {class_counts}"
-            )
+        counts = checked_class_counts(class_counts, num_classes)
         if not max_margin >= 0:
             raise ValueError(f"max_margin must be >= 0, got {max_margin}")
         if not ldam_scale > 0:

@@ -52,9 +52,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..distributed import all_gather_no_grad, world_size
-from .registry import LOSSES
+from .registry import LOSSES, log_class_prior
 
-PRIOR_EPS = 1e-9  # official: log(prior + 1e-9)
 LOG_EPS = 1e-12  # official: log(sum of the shifted exponentials + 1e-12)
 QUEUE_SEED = 0  # the initial random queue is a pure function of this seed and the shapes
 
@@ -191,12 +190,7 @@ class PaCoLoss(nn.Module):
         log_prior = torch.zeros(num_classes)
         self.logit_adjustment = logit_adjustment and class_counts is not None
         if self.logit_adjustment:
-            counts = torch.as_tensor(class_counts, dtype=torch.float64)
-            if counts.shape != (num_classes,) or (counts < 0).any() or counts.sum() <= 0:
-                raise ValueError(
-                    f"class_counts must be {num_classes} non-negative counts with a positive sum, got {class_counts}"
-                )
-            log_prior = torch.log(counts / counts.sum() + PRIOR_EPS).float()
+            log_prior = log_class_prior(class_counts, num_classes)
         self.register_buffer("log_prior", log_prior, persistent=False)  # (C,), rebuilt from the counts
 
         self.key_encoder = copy.deepcopy(model)

@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from ..registry import Registry
@@ -36,3 +37,23 @@ def view_major_labels(logits: Tensor, labels: Tensor, num_classes: int) -> Tenso
     if logits.ndim != 2 or logits.shape[1] != num_classes or num_images == 0 or rows % num_images:
         raise ValueError(f"expected logits (V*N, {num_classes}) for N={num_images}, got {tuple(logits.shape)}")
     return labels.repeat(rows // num_images)
+
+
+# The official AduC and PaCo code add 1e-9 inside log(prior) (docs/method.md, "The AduC loss").
+PRIOR_EPS = 1e-9
+
+
+def checked_class_counts(class_counts: Sequence[int] | Tensor, num_classes: int) -> Tensor:
+    """`class_counts` as float64 (C,), or a ValueError: C non-negative counts with a positive sum."""
+    counts = torch.as_tensor(class_counts, dtype=torch.float64)
+    if counts.shape != (num_classes,) or (counts < 0).any() or counts.sum() <= 0:
+        raise ValueError(
+            f"class_counts must be {num_classes} non-negative counts with a positive sum, got {class_counts}"
+        )
+    return counts
+
+
+def log_class_prior(class_counts: Sequence[int] | Tensor, num_classes: int) -> Tensor:
+    """log(n_c / N + 1e-9) as float32 (C,): the logit adjustment of AduC, PaCo and Balanced Softmax."""
+    counts = checked_class_counts(class_counts, num_classes)
+    return torch.log(counts / counts.sum() + PRIOR_EPS).float()
