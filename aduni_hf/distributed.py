@@ -36,14 +36,14 @@ def _all_gather(tensor: torch.Tensor) -> list[torch.Tensor]:
 
 
 def gather_contrast_set(
-    features: torch.Tensor, labels: torch.Tensor
+    features: torch.Tensor, labels: torch.Tensor, enabled: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """The global contrast set: (features of every rank with gradient, their labels, offset of this rank's rows).
 
-    In one process: (features, labels, 0). Every rank must hold the same number of rows (accelerate's
-    `even_batches`, the default, pads the last batch so that it does).
+    In one process, or with `enabled` False (a per-process contrast set): (features, labels, 0). Every rank must
+    hold the same number of rows (accelerate's `even_batches`, the default, pads the last batch so that it does).
     """
-    if world_size() == 1:
+    if not enabled or world_size() == 1:
         return features, labels, 0
     rows = [int(r) for r in _all_gather(torch.tensor([features.shape[0]], device=features.device))]
     if len(set(rows)) != 1:

@@ -179,9 +179,9 @@ class AduCLoss(nn.Module):
             features = features.to(dtype)
             row_labels = labels.repeat(rows // num_images)  # view-major: label of row r is labels[r % N]
             # Under several processes the anchors are this rank's rows, the contrast set the global batch.
-            contrast_features, contrast_labels, offset = features, row_labels, 0
-            if self.gather_distributed:
-                contrast_features, contrast_labels, offset = gather_contrast_set(features, row_labels)
+            contrast_features, contrast_labels, offset = gather_contrast_set(
+                features, row_labels, enabled=self.gather_distributed
+            )
             self.contrast_labels = contrast_labels.detach()  # what the anchors were contrasted with (for the logs)
             # (V*N, C): logit adjustment, and the paper's temperature on the class columns if asked for
             class_columns = (logits.to(dtype) + self.log_prior.to(dtype)) / self.classifier_temperature

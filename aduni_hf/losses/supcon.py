@@ -113,9 +113,9 @@ class SupConLoss(nn.Module):
         with torch.autocast(device_type=features.device.type, enabled=False):
             features = features.to(dtype)
             row_labels = labels.repeat(rows // num_images)  # view-major: label of row r is labels[r % N]
-            contrast_features, contrast_labels, offset = features, row_labels, 0
-            if self.gather_distributed:
-                contrast_features, contrast_labels, offset = gather_contrast_set(features, row_labels)
+            contrast_features, contrast_labels, offset = gather_contrast_set(
+                features, row_labels, enabled=self.gather_distributed
+            )
             self.contrast_labels = contrast_labels.detach()  # what the anchors were contrasted with (for the logs)
             per_anchor = supcon_per_anchor(
                 features,
