@@ -42,6 +42,11 @@ METHOD_DESCRIPTIONS = {
         "Balanced Softmax (Ren et al., NeurIPS 2020), end to end: cross-entropy on the logits shifted by the log "
         "class prior during training; raw logits at inference."
     ),
+    "balms": (
+        "BALMS (Ren et al., NeurIPS 2020): cross-entropy training, then a re-initialised classifier trained on the "
+        "frozen encoder with Balanced Softmax on batches of a learned Meta Sampler (bilevel: one differentiated "
+        "classifier step per batch, judged on class-balanced meta batches)."
+    ),
     "ldam_drw": (
         "LDAM-DRW (Cao et al., NeurIPS 2019): label-distribution-aware margins on a cosine classifier (scale 30), "
         "with deferred re-weighting by the effective number of samples from 80 % of training."

@@ -17,6 +17,7 @@ from .ldam import LDAMDRWLoss, drw_class_weights, ldam_margins
 from .paco import PaCoAduCLoss, PaCoLoss, paco_per_anchor
 from .supcon import SupConLoss, supcon_per_anchor
 from .stages import Stage, method_stages  # decouple and cicl, trained in two stages
+from .balms import BalmsLoss, MetaBalancedSoftmaxLoss, MetaSampler  # balms, two stages with a Meta Sampler
 
 __all__ = [
     "Stage",
@@ -26,6 +27,9 @@ __all__ = [
     "AduCLoss",
     "aduc_per_anchor",
     "BalancedSoftmaxLoss",
+    "BalmsLoss",
+    "MetaBalancedSoftmaxLoss",
+    "MetaSampler",
     "CrossEntropyLoss",
     "LDAMDRWLoss",
     "drw_class_weights",

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from torch import nn
+
 from .cross_entropy import CrossEntropyLoss
 from .registry import LOSSES
 from .supcon import SupConLoss
 
 STAGE2_BN_MODES = ("train", "eval")
+# The sampler of a stage whose batches a learned sampler draws (BALMS's Meta Sampler, aduni_hf/losses/balms.py):
+# the stage's loss holds the sampler's weights and `aduni_hf.training.meta_sampling.MetaSamplingTrainer` trains it.
+META_SAMPLER = "meta"
 
 
 @dataclass(frozen=True)
@@ -20,8 +25,9 @@ class Stage:
     """One training stage of a method.
 
     Attributes:
-        loss: the `LOSSES` name of the stage's loss; None: the method's own loss (its first stage).
-        sampler: the training sampler (`aduni_hf.data.SAMPLERS`); None: the recipe's `sampler`.
+        loss: the stage's loss: a `LOSSES` name, or a loss class that is no method of its own (BALMS's second
+            stage); None: the method's own loss (its first stage).
+        sampler: the training sampler (`aduni_hf.data.SAMPLERS`), or `META_SAMPLER`; None: the recipe's `sampler`.
         freeze_encoder: the encoder (`model.aduni`: backbone and projection head) does not train: requires_grad
             False, so it is in no optimiser and its weights stay as they are.
         freeze_classifier: the classifier likewise (a stage whose loss has no classifier term).
@@ -33,7 +39,7 @@ class Stage:
             epoch; see `AdUniTrainer`).
     """
 
-    loss: str | None = None
+    loss: str | type[nn.Module] | None = None
     sampler: str | None = None
     freeze_encoder: bool = False
     freeze_classifier: bool = False

@@ -190,7 +190,18 @@ class MethodArguments:
     drw_start: float = field(
         default=0.8, metadata={"help": "DRW: share of training after which re-weighting starts (320 of 400)."}
     )
-    # Two-stage methods (decouple, cicl): the second stage, a re-initialised classifier on the frozen encoder.
+    # BALMS (Ren et al. 2020): the Meta Sampler of its second stage.
+    meta_learning_rate: float = field(
+        default=0.01, metadata={"help": "balms: Adam learning rate of the Meta Sampler's class weights (official)."}
+    )
+    meta_init_pow: float = field(
+        default=0.0,
+        metadata={
+            "help": "balms: initial sampler weights sigmoid(w_c) proportional to prior^-meta_init_pow (official 0: "
+            "instance-balanced; ImageNet-LT 0.1)."
+        },
+    )
+    # Two-stage methods (decouple, cicl, balms): the second stage, a re-initialised classifier on the frozen encoder.
     # One-stage methods ignore these fields.
     stage2_epochs: int = field(
         default=10,
@@ -207,7 +218,7 @@ class MethodArguments:
         default=None,
         metadata={
             "help": "Two-stage methods: BatchNorm of the frozen encoder in the second stage, train (statistics "
-            "updated on the stage-2 batches) or eval (frozen). Default: the method's official choice (decouple "
+            "updated on the stage-2 batches) or eval (frozen). Default: the method's official choice (decouple, balms "
             "train, cicl eval)."
         },
     )
@@ -223,7 +234,7 @@ class MethodArguments:
         for name in ("paco_alpha", "paco_gamma", "max_margin"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("paco_beta", "ldam_scale", "queue_size", "classifier_temperature"):
+        for name in ("paco_beta", "ldam_scale", "queue_size", "classifier_temperature", "meta_learning_rate"):
             _positive(name, getattr(self, name))
         if not 0 <= self.paco_momentum < 1:
             raise ValueError(f"paco_momentum must be in [0, 1), got {self.paco_momentum}")

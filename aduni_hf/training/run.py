@@ -32,13 +32,14 @@ from ..data import (
 from ..evaluation import build_compute_metrics, format_results_table
 from ..hub import build_image_processor, render_model_card
 from ..losses import LOSSES, build_loss
-from ..losses.stages import Stage, method_stages
+from ..losses.stages import META_SAMPLER, Stage, method_stages
 from ..modeling_aduni import AdUniForImageClassification
 from ..utils import write_atomic
 from .arguments import MODEL_FIELDS, AdUniTrainingArguments, DataArguments, MethodArguments, ModelArguments
 from .callbacks import AlphaScheduleCallback
 from .checkpoints import FAILURE_NAME, check_resume, prepare_output_dir, run_record
 from .cli import RecipeError
+from .meta_sampling import MetaSamplingTrainer
 from .stages import (
     describe_stage,
     prepare_stage_dirs,
@@ -409,7 +410,8 @@ def run_training(
                     decay=method_args.alpha_decay,
                 )
             )
-        return AdUniTrainer(
+        trainer_class = MetaSamplingTrainer if stage.sampler == META_SAMPLER else AdUniTrainer
+        return trainer_class(
             model=model,
             args=args,
             loss_fn=stage_loss,

@@ -290,7 +290,8 @@ def describe_stage(stage: Stage, index: int, args: AdUniTrainingArguments, metho
         parts.append("classifier re-initialised")
     if stage.freeze_classifier:
         parts.append("classifier frozen")
-    parts.append(f"loss {stage.loss or 'of the method'}, sampler {stage.sampler}")
+    loss = getattr(stage.loss, "description", stage.loss) or "of the method"
+    parts.append(f"loss {loss}, sampler {stage.sampler}")
     if stage.epoch_length == "dataset":
         parts.append("epochs of N/B batches")
     if index == 0:

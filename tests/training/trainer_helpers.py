@@ -29,7 +29,15 @@ def digits_splits():
 
 
 def make_trainer(
-    tmp_path, splits, loss_fn=None, epochs=3, callbacks=None, views_class=None, sampler="none", **overrides
+    tmp_path,
+    splits,
+    loss_fn=None,
+    epochs=3,
+    callbacks=None,
+    views_class=None,
+    sampler="none",
+    trainer_class=AdUniTrainer,
+    **overrides,
 ):
     train = splits.train.select(range(NUM_TRAIN))
     counts = np.bincount(train["label"], minlength=10).tolist()
@@ -51,7 +59,7 @@ def make_trainer(
     args.update(overrides)
     torch.manual_seed(0)
     model = AdUniForImageClassification(AdUniConfig(num_labels=10, image_size=IMAGE_SIZE))
-    return AdUniTrainer(
+    return trainer_class(
         model=model,
         args=AdUniTrainingArguments(**args),
         loss_fn=loss_fn,

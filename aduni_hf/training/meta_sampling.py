@@ -1,0 +1,141 @@
+"""`MetaSamplingTrainer`: a stage whose batches a learned sampler draws (BALMS's second stage).
+
+Every training step first takes the meta step of the loss (`MetaBalancedSoftmaxLoss.meta_step`, run_networks.py's
+`meta_forward`), then the ordinary classifier step on the same batch:
+
+1. the batch's draw (its straight-through coefficients) is taken from the loss, where `MetaSampler` left it;
+2. the frozen encoder embeds the batch and a class-balanced meta batch of the training fold (each forward in the
+   encoder's mode, so BatchNorm in train mode updates its statistics with both, as the official run does);
+3. the loss differentiates one SGD step of the classifier, with this step's learning rate, momentum buffers and
+   weight decay from the optimiser, and updates the sampler weights with Adam;
+4. the Trainer's step: Balanced Softmax on the batch, backward, optimiser.
+
+The meta batch of optimiser step t is a pure function of (seed, t): batch t mod L of epoch t div L of the
+class-aware sampler (4 per class; L its batches per epoch), so a resumed run draws the same meta batches.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..data import collate_views
+from ..data.samplers import build_sampler
+from ..data.views import DrawKey
+from ..losses.balms import MetaBalancedSoftmaxLoss, MetaSampler
+from .trainer import AdUniTrainer
+
+META_BATCH_SAMPLER = "class_aware"
+# Meta batches are items of the training set too; their keys use epochs from here on, so that their augmentations,
+# seeded by (seed, epoch, draw, index, view), are drawn apart from the training batches'.
+META_EPOCH_OFFSET = 1 << 20
+
+
+class MetaSamplingTrainer(AdUniTrainer):
+    """`AdUniTrainer` for a loss with a Meta Sampler (`MetaBalancedSoftmaxLoss`): the training batches come from
+    `MetaSampler`, and every training step is preceded by the meta step. One process, no gradient accumulation,
+    the official SGD (the meta step differentiates that SGD step)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.loss_fn, MetaBalancedSoftmaxLoss):
+            raise TypeError(
+                f"MetaSamplingTrainer needs a MetaBalancedSoftmaxLoss, got {type(self.loss_fn).__name__}"
+            )
+        if self.args.world_size > 1:
+            raise ValueError(
+                f"the Meta Sampler trains on one process (its weights change every step); this run has "
+                f"{self.args.world_size}. Run balms's second stage without accelerate launch's several processes."
+            )
+        if self.args.gradient_accumulation_steps != 1:
+            raise ValueError(
+                f"gradient_accumulation_steps={self.args.gradient_accumulation_steps}: the Meta Sampler's meta step "
+                "belongs to one optimiser step per batch; set it to 1 for balms"
+            )
+        self._meta_keys: tuple[int, list[DrawKey]] | None = None  # (meta epoch, its keys)
+
+    def _get_train_sampler(self, train_dataset=None) -> MetaSampler:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return MetaSampler(dataset.labels, self.loss_fn, self.args.per_device_train_batch_size, seed=seed)
+
+    # ---- the meta batches -------------------------------------------------------------------------------
+    def meta_batch(self, step: int) -> tuple[Tensor, Tensor]:
+        """The class-balanced meta batch of optimiser step `step`: pixel values (B, 3, H, W) and labels (B,)."""
+        batch_size = self.args.per_device_train_batch_size
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        sampler = build_sampler(
+            META_BATCH_SAMPLER, self.train_dataset.labels, seed=seed + 1, num_classes=self.loss_fn.num_classes
+        )
+        per_epoch = len(sampler) // batch_size
+        if per_epoch < 1:
+            raise ValueError(
+                f"the class-aware meta sampler draws {len(sampler)} per epoch, fewer than a batch"
+            )
+        epoch, batch = divmod(step, per_epoch)
+        if self._meta_keys is None or self._meta_keys[0] != epoch:
+            sampler.set_epoch(epoch)
+            keys = [DrawKey(META_EPOCH_OFFSET + epoch, key.draw, key.index) for key in sampler]
+            self._meta_keys = (epoch, keys)
+        keys = self._meta_keys[1][batch * batch_size : (batch + 1) * batch_size]
+        items = collate_views([self.train_dataset[key] for key in keys])
+        return items["pixel_values"][:, 0], items["labels"]
+
+    # ---- the meta step ----------------------------------------------------------------------------------
+    def _sgd_settings(self) -> tuple[torch.optim.SGD, dict]:
+        optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # accelerate wraps the optimiser
+        if not isinstance(optimizer, torch.optim.SGD):
+            raise TypeError(
+                f"the meta step differentiates an SGD step; this stage's optimiser is {type(optimizer)}"
+            )
+        weight = self.model.classifier.dense.weight
+        group = next(g for g in optimizer.param_groups if any(p is weight for p in g["params"]))
+        if group["nesterov"] or group["dampening"]:
+            raise ValueError(
+                "the meta step differentiates plain SGD with momentum: no Nesterov, no dampening"
+            )
+        return optimizer, group
+
+    def meta_step(self, images: Tensor, labels: Tensor) -> Tensor:
+        """The meta step before optimiser step `state.global_step` on the batch (`images` (B, 3, H, W), `labels`)."""
+        step = self.state.global_step
+        epoch, batch = divmod(step, self.steps_per_epoch())
+        draw = self.loss_fn.take_draw(epoch, batch, labels)
+        meta_images, meta_labels = self.meta_batch(step)
+        encoder, classifier = self.model.base_model, self.model.classifier
+        device = images.device
+        with torch.no_grad():
+            features = encoder(pixel_values=images).pooler_output
+            meta_features = encoder(pixel_values=meta_images.to(device, images.dtype)).pooler_output
+        optimizer, group = self._sgd_settings()
+        buffers = {
+            name: optimizer.state.get(parameter, {}).get("momentum_buffer")
+            for name, parameter in classifier.named_parameters()
+        }
+        return self.loss_fn.meta_step(
+            classifier,
+            features,
+            labels,
+            draw.coefficients,
+            meta_features,
+            meta_labels.to(device),
+            learning_rate=group["lr"],
+            momentum=group["momentum"],
+            weight_decay=group["weight_decay"],
+            momentum_buffers=buffers,
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        pixel_values = inputs["pixel_values"]
+        if pixel_values.ndim == 5:  # a training batch (B, 1, 3, H, W)
+            if self.encoder_mode == "eval":
+                self.model.base_model.eval()
+            self.meta_step(pixel_values[:, 0], inputs["labels"])
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # where the sampler stands: each class's share of the draws
+            shares = self._get_train_sampler().class_probabilities(0)
+            names = self.model.config.id2label
+            logs.update({f"meta_share_{names.get(c, c)}": float(s) for c, s in enumerate(shares)})
+        super().log(logs, start_time)
