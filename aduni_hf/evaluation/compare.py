@@ -1,0 +1,156 @@
+"""Table 1 / Table 2 style comparisons of cross-validation runs (`scripts/compare.py`).
+
+One row per run directory (its cv_results.json): method and sampler, the folds, accuracy and macro-F1 as mean ±
+std, the paper's numbers where the data set is ISIC2018 or APTOS2019, and a paired t-test across the folds the run
+shares with the `aduni` run (same method and data set otherwise), so that a reader sees which differences the
+folds can resolve. With 5 folds, a paired t-test has 4 degrees of freedom; a p-value above 0.05 means the folds
+do not separate the two methods.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scipy import stats
+
+from .cross_validation import paper_format
+from .paper_results import paper_row
+
+REFERENCE_METHOD = "aduni"
+COMPARED = ("accuracy", "macro_f1")
+
+
+@dataclass
+class Run:
+    """One cross-validation: its folder and cv_results.json."""
+
+    path: Path
+    results: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        sampler = self.results.get("sampler", "none")
+        return self.results["method"] + ("" if sampler == "none" else f" + {sampler}")
+
+    def fold_values(self, metric: str) -> dict[int, float]:
+        return {int(k): float(v[metric]) for k, v in self.results["folds"].items()}
+
+
+def load_run(path: str | Path) -> Run:
+    """A run directory (or its cv_results.json). Raises FileNotFoundError naming what is missing."""
+    path = Path(path)
+    file = path if path.is_file() else path / "cv_results.json"
+    if not file.is_file():
+        raise FileNotFoundError(f"{path}: no cv_results.json (run scripts/cross_validate.py on it first)")
+    return Run(file.parent, json.loads(file.read_text()))
+
+
+def paired_test(run: Run, reference: Run, metric: str) -> tuple[float, float | None, int]:
+    """(mean difference run - reference, two-sided paired t-test p-value, number of shared folds) on `metric`.
+    The p-value is None with fewer than two shared folds, or when every difference is the same (no spread)."""
+    mine, theirs = run.fold_values(metric), reference.fold_values(metric)
+    shared = sorted(set(mine) & set(theirs))
+    if not shared:
+        return math.nan, None, 0
+    differences = [mine[k] - theirs[k] for k in shared]
+    mean = sum(differences) / len(differences)
+    if len(shared) < 2 or max(differences) == min(differences):
+        return mean, None, len(shared)
+    return (
+        mean,
+        float(stats.ttest_rel([mine[k] for k in shared], [theirs[k] for k in shared]).pvalue),
+        len(shared),
+    )
+
+
+def _dataset_name(run: Run) -> str:
+    return str(run.results.get("dataset_name") or run.results.get("dataset", "")).lower()
+
+
+def comparison_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """One dict per run, in the given order, with every column of the markdown and CSV tables."""
+    references = {}
+    for run in runs:
+        if run.results["method"] == REFERENCE_METHOD and run.results.get("sampler", "none") == "none":
+            references.setdefault(_dataset_name(run), run)
+    rows = []
+    for run in runs:
+        results, dataset = run.results, _dataset_name(run)
+        row: dict[str, Any] = {
+            "run": str(run.path),
+            "dataset": dataset,
+            "method": results["method"],
+            "sampler": results.get("sampler", "none"),
+            "label": run.label,
+            "folds": ",".join(sorted(results["folds"], key=int)),
+            "selection": results.get("selection", ""),
+        }
+        for metric in COMPARED:
+            row[f"{metric}_mean"] = results["mean"][metric]
+            row[f"{metric}_std"] = results["std"][metric]
+        paper = paper_row(dataset, results["method"], row["sampler"], results.get("recipe"))
+        for metric in COMPARED:
+            row[f"paper_{metric}_mean"], row[f"paper_{metric}_std"] = paper[metric] if paper else (None, None)
+        reference = references.get(dataset)
+        for metric in COMPARED:
+            if reference is None or reference is run:
+                row[f"{metric}_vs_aduni"], row[f"{metric}_p"] = None, None
+            else:
+                difference, p_value, _ = paired_test(run, reference, metric)
+                row[f"{metric}_vs_aduni"], row[f"{metric}_p"] = difference, p_value
+        rows.append(row)
+    return rows
+
+
+def _p(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def comparison_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """The Table 1/2 style markdown: ours beside the paper's, and the paired test against aduni."""
+    with_paper = any(row["paper_accuracy_mean"] is not None for row in rows)
+    header = ["method", "folds", "accuracy", "macro-F1"]
+    if with_paper:
+        header += ["paper accuracy", "paper macro-F1"]
+    header += ["Δ macro-F1 vs aduni (p)", "Δ accuracy vs aduni (p)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [
+            row["label"],
+            row["folds"],
+            paper_format(row["accuracy_mean"], row["accuracy_std"]),
+            paper_format(row["macro_f1_mean"], row["macro_f1_std"]),
+        ]
+        if with_paper:
+            for metric in COMPARED:
+                mean, std = row[f"paper_{metric}_mean"], row[f"paper_{metric}_std"]
+                cells.append("–" if mean is None else paper_format(mean, std))
+        for metric in ("macro_f1", "accuracy"):
+            difference = row[f"{metric}_vs_aduni"]
+            cells.append("–" if difference is None else f"{difference:+.3f} ({_p(row[f'{metric}_p'])})")
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = sorted({row["selection"] for row in rows if row["selection"]})
+    lines += [
+        "",
+        "Mean ± sample standard deviation over the test folds. Δ: mean per-fold difference from the `aduni` run "
+        "(no sampler) on the same data set, with the two-sided paired t-test p-value over the shared folds "
+        "(– where there are fewer than two).",
+    ]
+    if notes:
+        lines.append("Model reported: " + "; ".join(notes) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def comparison_csv(rows: Sequence[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()

@@ -1,0 +1,215 @@
+"""The paper's protocol as one command: train and test a fresh model on every fold, then summarise.
+
+    output_dir/fold_<k>/      a normal training run with test_fold k (scripts/train.py's folder)
+    output_dir/cv_recipe.json the recipe every fold trains with (written before the first fold)
+    output_dir/cv_results.json per fold and mean/std of accuracy, macro-F1, balanced accuracy, per-class F1
+    output_dir/cv_results.md  the same in the paper's format (0.878 ± 4.36e-03)
+
+A fold whose folder holds test_results.json (written last by a run) is finished and not trained again; a fold
+killed mid-way resumes from its last checkpoint (`run_training`). A recipe that differs from cv_recipe.json in a
+field that changes the result is refused, naming the fields, so that one table never mixes two recipes.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..evaluation.cross_validation import fold_metrics, paper_format, results_markdown, summarise_folds
+from ..utils import write_atomic
+from .arguments import AdUniTrainingArguments, DataArguments, MethodArguments, ModelArguments
+from .checkpoints import FINISHED_NAME, RESUMABLE_FIELDS, RunFolderError, _differs
+from .run import resolved_config, run_training
+
+logger = logging.getLogger(__name__)
+
+CV_RECIPE_NAME = "cv_recipe.json"
+CV_RESULTS_NAME = "cv_results.json"
+CV_MARKDOWN_NAME = "cv_results.md"
+FOLD_PREFIX = "fold_"
+# Fields that differ from fold to fold, or do not change a fold's result (checkpoints.RESUMABLE_FIELDS).
+PER_FOLD_FIELDS = frozenset({"test_fold", *RESUMABLE_FIELDS})
+
+
+@dataclass
+class CrossValidationArguments:
+    """What `scripts/cross_validate.py` adds to a training recipe."""
+
+    folds: str | None = field(
+        default=None,
+        metadata={"help": "Test folds to run, comma-separated (e.g. 0,1,2). Default: every fold."},
+    )
+
+
+def parse_folds(text: str | None, num_folds: int) -> list[int]:
+    """`"0,2,4"` -> [0, 2, 4]; None -> every fold. Raises ValueError naming the field for a bad list."""
+    if text is None or not str(text).strip():
+        return list(range(num_folds))
+    try:
+        folds = [int(part) for part in str(text).split(",") if part.strip()]
+    except ValueError as err:
+        raise ValueError(f"folds={text!r}: expected comma-separated fold numbers, e.g. 0,1,2") from err
+    bad = [k for k in folds if not 0 <= k < num_folds]
+    if bad or not folds or len(set(folds)) != len(folds):
+        raise ValueError(f"folds={text!r}: each fold once, in 0..{num_folds - 1} (num_folds={num_folds})")
+    return folds
+
+
+def fold_dir(output_dir: str | Path, fold: int) -> Path:
+    return Path(output_dir) / f"{FOLD_PREFIX}{fold}"
+
+
+def cv_recipe(*argument_groups: Any) -> dict[str, Any]:
+    """The fields every fold must share: the resolved recipe without `PER_FOLD_FIELDS`."""
+    fields = {
+        name: value for group in resolved_config(*argument_groups).values() for name, value in group.items()
+    }
+    return {name: value for name, value in sorted(fields.items()) if name not in PER_FOLD_FIELDS}
+
+
+def check_cv_recipe(output_dir: Path, recipe: dict[str, Any]) -> None:
+    """Refuse a recipe that differs from the one the folds in `output_dir` were trained with; record it if new."""
+    path = output_dir / CV_RECIPE_NAME
+    if not path.is_file():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(recipe, indent=2, sort_keys=True, default=str) + "\n")
+        return
+    saved = json.loads(path.read_text())
+    differing = [
+        f"{name}: {saved.get(name)!r} in the earlier folds, {recipe.get(name)!r} now"
+        for name in sorted(set(saved) | set(recipe))
+        if _differs(saved.get(name), recipe.get(name))
+    ]
+    if differing:
+        raise RunFolderError(
+            f"{output_dir} holds a cross-validation trained with another recipe ({CV_RECIPE_NAME}); its folds and "
+            "these would not be one experiment. Differing fields:\n  "
+            + "\n  ".join(differing)
+            + "\nUse the earlier recipe, another output_dir, or --overwrite_output_dir true to start over."
+        )
+
+
+def clear_cross_validation(output_dir: Path) -> list[str]:
+    """Remove a previous cross-validation from `output_dir` (its folds and summaries); returns what went."""
+    removed = []
+    for path in sorted(output_dir.glob(f"{FOLD_PREFIX}*")):
+        if path.is_dir() and path.name[len(FOLD_PREFIX) :].isdigit():
+            shutil.rmtree(path)
+            removed.append(path.name)
+    for name in (CV_RECIPE_NAME, CV_RESULTS_NAME, CV_MARKDOWN_NAME):
+        if (output_dir / name).is_file():
+            (output_dir / name).unlink()
+            removed.append(name)
+    return removed
+
+
+def _previous_seconds(output_dir: Path) -> dict[str, float]:
+    path = output_dir / CV_RESULTS_NAME
+    if not path.is_file():
+        return {}
+    folds = json.loads(path.read_text()).get("folds", {})
+    return {k: v["seconds"] for k, v in folds.items() if v.get("seconds") is not None}
+
+
+def collect_results(
+    output_dir: Path, folds: list[int], seconds: dict[str, float], description: dict[str, Any]
+) -> dict[str, Any]:
+    """cv_results.json's content from the finished folds among `folds` (every finished fold of the folder)."""
+    finished = sorted(
+        int(path.parent.name[len(FOLD_PREFIX) :])
+        for path in output_dir.glob(f"{FOLD_PREFIX}*/{FINISHED_NAME}")
+        if path.parent.name[len(FOLD_PREFIX) :].isdigit()
+    )
+    class_names = description["class_names"]
+    per_fold = {}
+    for fold in finished:
+        test_results = json.loads((fold_dir(output_dir, fold) / FINISHED_NAME).read_text())
+        per_fold[fold] = fold_metrics(test_results, class_names)
+        per_fold[fold]["seconds"] = seconds.get(str(fold))
+    summary = summarise_folds(per_fold, class_names)
+    return {
+        **description,
+        "folds": {str(k): v for k, v in per_fold.items()},
+        "requested_folds": folds,
+        **summary,
+    }
+
+
+def run_cross_validation(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    method_args: MethodArguments,
+    training_args: AdUniTrainingArguments,
+    folds: list[int],
+) -> dict[str, Any]:
+    """Train and test one fresh model per fold in `folds` into output_dir/fold_<k>, then write cv_results.json
+    and cv_results.md over every finished fold of output_dir. Returns the cv_results.json content."""
+    if training_args.push_to_hub:
+        raise RunFolderError(
+            "push_to_hub: cross_validate.py does not push; push one fold's model with scripts/train.py"
+        )
+    output_dir = Path(training_args.output_dir)
+    recipe = cv_recipe(model_args, data_args, method_args, training_args)
+    with training_args.main_process_first(desc="checking the cross-validation folder"):
+        if training_args.process_index == 0:
+            if training_args.overwrite_output_dir and output_dir.is_dir():
+                removed = clear_cross_validation(output_dir)
+                if removed:
+                    logger.warning("overwrite_output_dir: removed %s from %s", ", ".join(removed), output_dir)
+            check_cv_recipe(output_dir, recipe)
+    seconds = _previous_seconds(output_dir)
+    main = training_args.process_index == 0
+    bar = tqdm(folds, desc="folds", unit="fold", disable=not main, dynamic_ncols=True)
+    for fold in bar:
+        directory = fold_dir(output_dir, fold)
+        bar.set_postfix_str(f"fold {fold}")
+        if (directory / FINISHED_NAME).is_file():
+            if main:
+                bar.write(f"fold {fold}: finished earlier in {directory}, not trained again")
+            continue
+        fold_args = dataclasses.replace(training_args, output_dir=str(directory), overwrite_output_dir=False)
+        start = time.monotonic()
+        metrics = run_training(
+            copy.deepcopy(model_args), dataclasses.replace(data_args, test_fold=fold),
+            copy.deepcopy(method_args), fold_args,
+        )  # fmt: skip
+        seconds[str(fold)] = time.monotonic() - start
+        if main:
+            bar.write(
+                f"fold {fold}: accuracy {metrics['test_accuracy']:.4f}, macro-F1 {metrics['test_macro_f1']:.4f} "
+                f"in {seconds[str(fold)] / 60:.1f} min"
+            )
+    config = json.loads((fold_dir(output_dir, folds[0]) / "config.json").read_text())
+    class_names = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+    description = {
+        "title": f"{method_args.method} (sampler {method_args.sampler}) on {data_args.dataset_path or data_args.dataset}",
+        "method": method_args.method,
+        "sampler": method_args.sampler,
+        "dataset": data_args.dataset_path or data_args.dataset,
+        "dataset_name": data_args.dataset,  # the registered name: isic2018, aptos2019, digits_lt, ...
+        "num_folds": data_args.num_folds,
+        "class_names": class_names,
+        "selection": "the model after the last epoch"
+        if not training_args.load_best_model_at_end
+        else f"the checkpoint with the best validation {training_args.metric_for_best_model}",
+        "recipe": recipe,
+    }
+    results = collect_results(output_dir, folds, seconds, description)
+    if main:
+        write_atomic(output_dir / CV_RESULTS_NAME, json.dumps(results, indent=2, default=str) + "\n")
+        write_atomic(output_dir / CV_MARKDOWN_NAME, results_markdown(results))
+        mean, std = results["mean"], results["std"]
+        print(
+            f"{len(results['folds'])} folds: accuracy {paper_format(mean['accuracy'], std['accuracy'])}, "
+            f"macro-F1 {paper_format(mean['macro_f1'], std['macro_f1'])} ({output_dir / CV_MARKDOWN_NAME})"
+        )
+    return results

@@ -1,0 +1,27 @@
+"""The paper's 5-fold protocol: a fresh model per test fold, then mean ± std (docs/method.md, "Evaluation").
+
+python scripts/cross_validate.py configs/demo.yaml [--folds 0,1,2,3,4] [--field value ...]
+accelerate launch scripts/cross_validate.py configs/isic2018_aduni.yaml --dataset_path data/isic2018
+"""
+
+import sys
+
+from aduni_hf.training import ARGUMENT_CLASSES, NonFiniteTrainingError, RecipeError, parse_recipe
+from aduni_hf.training.cross_validate import CrossValidationArguments, parse_folds, run_cross_validation
+
+
+def main() -> None:
+    try:
+        *recipe, cv_args = parse_recipe((*ARGUMENT_CLASSES, CrossValidationArguments), sys.argv[1:])
+        model_args, data_args, method_args, training_args = recipe
+        try:
+            folds = parse_folds(cv_args.folds, data_args.num_folds)
+        except ValueError as err:
+            raise RecipeError(str(err)) from err
+        run_cross_validation(model_args, data_args, method_args, training_args, folds)
+    except (RecipeError, NonFiniteTrainingError) as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()

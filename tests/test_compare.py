@@ -1,0 +1,96 @@
+"""scripts/compare.py: Table 1/2 rows from cv_results.json, the paper's numbers beside ours, paired t-tests."""
+
+import csv
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+from aduni_hf.evaluation.compare import comparison_rows, load_run, paired_test
+from aduni_hf.evaluation.paper_results import paper_row
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_run(folder: Path, method: str, sampler: str, accuracies, f1s, dataset="isic2018", alpha_max=1.0):
+    folds = {
+        str(k): {"accuracy": a, "macro_f1": f, "balanced_accuracy": f, "f1": {}, "seconds": 10.0}
+        for k, (a, f) in enumerate(zip(accuracies, f1s, strict=True))
+    }
+    mean = {m: sum(v[m] for v in folds.values()) / len(folds) for m in ("accuracy", "macro_f1")}
+    std = {m: float(__import__("statistics").stdev([v[m] for v in folds.values()])) for m in mean}
+    folder.mkdir(parents=True)
+    results = {"method": method, "sampler": sampler, "dataset": f"data/{dataset}", "dataset_name": dataset,
+               "folds": folds, "mean": mean, "std": std, "selection": "the model after the last epoch",
+               "recipe": {"alpha_max": alpha_max}}  # fmt: skip
+    (folder / "cv_results.json").write_text(json.dumps(results))
+    return folder
+
+
+def test_paired_t_test_against_a_hand_computation(tmp_path):
+    aduni = load_run(write_run(tmp_path / "a", "aduni", "none", [0.80, 0.82, 0.85, 0.81, 0.84], [0.70] * 5))
+    ce = load_run(
+        write_run(tmp_path / "c", "ce", "none", [0.78, 0.81, 0.80, 0.80, 0.79], [0.6, 0.65, 0.62, 0.61, 0.66])
+    )
+    difference, p_value, shared = paired_test(ce, aduni, "accuracy")
+    d = [0.78 - 0.80, 0.81 - 0.82, 0.80 - 0.85, 0.80 - 0.81, 0.79 - 0.84]
+    mean = sum(d) / 5
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / 4)
+    t = mean / (sd / math.sqrt(5))
+    assert shared == 5 and difference == pytest.approx(mean)
+    assert p_value == pytest.approx(2 * stats.t.sf(abs(t), df=4))
+    assert paired_test(aduni, aduni, "accuracy")[1] is None  # no spread in the differences: no test
+
+
+def test_rows_carry_the_papers_numbers_and_the_tests(tmp_path):
+    runs = [
+        load_run(write_run(tmp_path / "aduni", "aduni", "none", [0.88, 0.87, 0.89], [0.80, 0.81, 0.79])),
+        load_run(write_run(tmp_path / "ce", "ce", "none", [0.84, 0.85, 0.83], [0.70, 0.72, 0.69])),
+        load_run(write_run(tmp_path / "up", "aduni", "upsample", [0.89, 0.88, 0.90], [0.81, 0.80, 0.82])),
+        load_run(
+            write_run(tmp_path / "bs", "balanced_softmax", "none", [0.86, 0.86, 0.85], [0.75, 0.74, 0.76])
+        ),
+    ]
+    rows = {row["label"]: row for row in comparison_rows(runs)}
+    assert rows["ce"]["paper_accuracy_mean"] == 0.841 and rows["ce"]["paper_macro_f1_std"] == 1.21e-3
+    assert rows["aduni + upsample"]["paper_macro_f1_mean"] == 0.808
+    assert rows["balanced_softmax"]["paper_accuracy_mean"] is None  # not a row of the paper
+    assert rows["aduni"]["macro_f1_vs_aduni"] is None
+    assert (
+        rows["ce"]["macro_f1_vs_aduni"] == pytest.approx(-0.0967, abs=1e-4)
+        and rows["ce"]["macro_f1_p"] < 0.05
+    )
+
+
+def test_fixed_alpha_rows_follow_alpha_max():
+    assert paper_row("aptos2019", "aduni_fixed", "none", {"alpha_max": 1.0})["macro_f1"] == (0.682, 1.63e-3)
+    assert paper_row("aptos2019", "aduni_fixed", "none", {"alpha_max": 0.01})["macro_f1"] == (0.675, 1.63e-3)
+    assert paper_row("digits_lt", "aduni", "none") is None
+
+
+def test_the_script_writes_markdown_and_csv(tmp_path):
+    a = write_run(tmp_path / "aduni", "aduni", "none", [0.88, 0.87], [0.80, 0.81], dataset="aptos2019")
+    c = write_run(tmp_path / "ce", "ce", "none", [0.84, 0.85], [0.70, 0.72], dataset="aptos2019")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "compare.py"), str(a), str(c), "--output", str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, check=True,
+    )  # fmt: skip
+    assert (
+        "| ce | 0,1 | 0.845 ± 7.07e-03 | 0.710 ± 1.41e-02 | 0.813 ± 6.09e-03 | 0.603 ± 7.81e-03 |"
+        in result.stdout
+    )
+    assert (tmp_path / "out" / "comparison.md").read_text() == result.stdout
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "comparison.csv").read_text())))
+    assert [row["method"] for row in rows] == ["aduni", "ce"]
+    missing = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "compare.py"), str(tmp_path / "nowhere")],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert missing.returncode != 0 and "no cv_results.json" in missing.stderr
