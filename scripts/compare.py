@@ -10,7 +10,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from aduni_hf.evaluation.compare import comparison_csv, comparison_markdown, comparison_rows, load_run
+from aduni_hf.evaluation.compare import (
+    comparison_csv,
+    comparison_markdown,
+    comparison_rows,
+    load_run,
+    reported_model,
+)
+from aduni_hf.evaluation.cross_validation import REPORTED_MODELS
 from aduni_hf.utils import write_atomic
 
 
@@ -18,10 +25,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", help="cross-validation output folders (with cv_results.json)")
     parser.add_argument("--output", help="folder for comparison.md and comparison.csv")
+    parser.add_argument(
+        "--model",
+        default="last_epoch",
+        choices=list(REPORTED_MODELS),
+        help="which reported model to compare: last_epoch (default), best_validation (chosen on the inner "
+        "validation split) or official_test_selection (chosen on the test fold: optimistic, labelled)",
+    )
     args = parser.parse_args()
     try:
-        runs = [load_run(path) for path in args.runs]
-    except FileNotFoundError as err:
+        runs = [reported_model(load_run(path), args.model) for path in args.runs]
+    except (FileNotFoundError, KeyError) as err:
         sys.exit(f"error: {err}")
     rows = comparison_rows(runs)
     markdown = comparison_markdown(rows)

@@ -20,7 +20,7 @@ from typing import Any
 
 from scipy import stats
 
-from .cross_validation import paper_format
+from .cross_validation import REPORTED_MODELS, paper_format
 from .paper_results import paper_row
 
 REFERENCE_METHOD = "aduni"
@@ -50,6 +50,18 @@ def load_run(path: str | Path) -> Run:
     if not file.is_file():
         raise FileNotFoundError(f"{path}: no cv_results.json (run scripts/cross_validate.py on it first)")
     return Run(file.parent, json.loads(file.read_text()))
+
+
+def reported_model(run: Run, model: str) -> Run:
+    """`run` with the folds, mean and std of one of its reported models (`REPORTED_MODELS`: last_epoch,
+    best_validation, official_test_selection). Raises KeyError naming the run when it lacks that model."""
+    if model not in REPORTED_MODELS:
+        raise KeyError(f"model={model!r}: choose one of {list(REPORTED_MODELS)}")
+    if model == "last_epoch":
+        return run
+    if model not in run.results:
+        raise KeyError(f"{run.path}: no {model!r} results (see docs/method.md, 'Model selection')")
+    return Run(run.path, {**run.results, **run.results[model]})
 
 
 def paired_test(run: Run, reference: Run, metric: str) -> tuple[float, float | None, int]:
@@ -137,6 +149,9 @@ def comparison_markdown(rows: Sequence[dict[str, Any]]) -> str:
             cells.append("–" if difference is None else f"{difference:+.3f} ({_p(row[f'{metric}_p'])})")
         lines.append("| " + " | ".join(cells) + " |")
     notes = sorted({row["selection"] for row in rows if row["selection"]})
+    if any("TEST FOLD" in note for note in notes):
+        warning = "**Models chosen on the test fold (the released code's rule): optimistic, not an honest estimate.**"
+        lines = [warning, "", *lines]
     lines += [
         "",
         "Mean ± sample standard deviation over the test folds. Δ: mean per-fold difference from the `aduni` run "

@@ -197,7 +197,9 @@ class AduCLoss(nn.Module):
                 anchor_offset=offset,
                 normalise=self.positive_normalisation,
             )
-            return per_anchor.mean() * (self.temperature / self.base_temperature)
+            per_anchor = per_anchor * (self.temperature / self.base_temperature)
+            self.row_losses = (per_anchor.detach(), row_labels)  # each anchor's loss, for the per-class logs
+            return per_anchor.mean()
 
     def from_outputs(self, outputs, labels: Tensor, alpha: float) -> Tensor:
         """The loss of a model output (`.features`, `.logits`) of a view-major batch."""

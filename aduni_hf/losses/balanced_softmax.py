@@ -58,7 +58,9 @@ class BalancedSoftmaxLoss(nn.Module):
         dtype = torch.promote_types(logits.dtype, torch.float32)  # float32, or float64 for gradcheck
         with torch.autocast(device_type=logits.device.type, enabled=False):
             adjusted = logits.to(dtype) + self.log_prior.to(dtype)  # (V*N, C)
-            return F.cross_entropy(adjusted, row_labels)
+            per_row = F.cross_entropy(adjusted, row_labels, reduction="none")
+            self.row_losses = (per_row.detach(), row_labels)  # for the per-class logs
+            return per_row.mean()
 
     def from_outputs(self, outputs, labels: Tensor, alpha: float) -> Tensor:
         return self(outputs.logits, labels)

@@ -23,7 +23,10 @@ class CrossEntropyLoss(nn.Module):
         self.num_classes = num_classes
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
-        return F.cross_entropy(logits.float(), view_major_labels(logits, labels, self.num_classes))
+        row_labels = view_major_labels(logits, labels, self.num_classes)
+        per_row = F.cross_entropy(logits.float(), row_labels, reduction="none")
+        self.row_losses = (per_row.detach(), row_labels)  # for the per-class logs
+        return per_row.mean()
 
     def from_outputs(self, outputs, labels: Tensor, alpha: float) -> Tensor:
         return self(outputs.logits, labels)

@@ -150,7 +150,12 @@ class LDAMDRWLoss(nn.Module):
             margin = self.margins.to(dtype)[row_labels]  # (V*N,) m_y of every row
             adjusted = self.scale * (logits.to(dtype) - true_class * margin[:, None])  # (V*N, C)
             weight = self.drw_weights.to(dtype) if self.drw_active else None
-            return F.cross_entropy(adjusted, row_labels, weight=weight)
+            per_row = F.cross_entropy(adjusted, row_labels, reduction="none")
+            self.row_losses = (per_row.detach(), row_labels)  # unweighted, for the per-class logs
+            if weight is None:
+                return per_row.mean()
+            row_weights = weight[row_labels]  # F.cross_entropy's weighted mean: sum w_y l / sum w_y
+            return (row_weights * per_row).sum() / row_weights.sum()
 
     def from_outputs(self, outputs, labels: Tensor, alpha: float) -> Tensor:
         """The loss of a model output (`.logits`, the cosine classifier's) of a view-major batch."""

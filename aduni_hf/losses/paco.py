@@ -266,6 +266,7 @@ class PaCoLoss(nn.Module):
                 gamma=self.paco_gamma,
                 temperature=self.temperature,
             )
+            self.row_losses = (per_anchor.detach(), labels)  # each query's loss, for the per-class logs
             return per_anchor.mean()  # x T / T_b = 1
 
     # ---- a training step --------------------------------------------------------------------------------------

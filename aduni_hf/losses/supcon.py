@@ -125,7 +125,9 @@ class SupConLoss(nn.Module):
                 contrast_labels=contrast_labels,
                 anchor_offset=offset,
             )
-            return per_anchor.mean() * (self.temperature / self.base_temperature)
+            per_anchor = per_anchor * (self.temperature / self.base_temperature)
+            self.row_losses = (per_anchor.detach(), row_labels)  # each anchor's loss, for the per-class logs
+            return per_anchor.mean()
 
     def from_outputs(self, outputs, labels: Tensor, alpha: float) -> Tensor:
         """The loss of a model output (`.features`) of a view-major batch; the logits are not used."""

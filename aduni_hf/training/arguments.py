@@ -309,6 +309,28 @@ class AdUniTrainingArguments(TrainingArguments):
             "and results are removed first). Without it a finished run is refused and an interrupted one resumed."
         },
     )
+    drop_last_train_batch: bool = field(
+        default=False,
+        metadata={
+            "help": "Leave out the last, incomplete training batch of every epoch (training only; evaluation never "
+            "drops). The released loop keeps it; a batch of one or two images gives BatchNorm unusable statistics."
+        },
+    )
+    selection_metric: str = field(
+        default="macro_f1",
+        metadata={
+            "help": "Validation metric that chooses the reported 'best validation' model (test_best_val_*), "
+            "besides the last-epoch model (test_*)."
+        },
+    )
+    official_test_selection: bool = field(
+        default=False,
+        metadata={
+            "help": "Also report the model chosen as the released code does: the last epoch at which TEST accuracy "
+            "and TEST macro-F1 both improved (test_official_selection_*). It reads the test fold during training: "
+            "optimistic, for comparison with the paper's numbers only."
+        },
+    )
     max_grad_norm: float | None = field(
         default=None,
         metadata={

@@ -39,6 +39,7 @@ RUN_RECORD_NAME = "aduni_run.json"
 METHOD_STATE_NAME = "method_state.safetensors"
 FAILURE_NAME = "training_failed.json"
 FINISHED_NAME = "test_results.json"  # written last: its presence means the run finished
+SELECTION_PREFIXES = ("best_validation.", "official_test_selection.")  # <name>.json and <name>.safetensors
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "trainer_state.json", RUN_RECORD_NAME)
 _CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
@@ -167,7 +168,11 @@ def clear_previous_run(output_dir: Path) -> list[str]:
     removed = []
     for path in sorted(output_dir.iterdir()):
         is_checkpoint = path.is_dir() and checkpoint_step(path.name.removeprefix(STAGING_PREFIX)) is not None
-        is_result = path.is_file() and (path.name.endswith("_results.json") or path.name == FAILURE_NAME)
+        is_result = path.is_file() and (
+            path.name.endswith("_results.json")
+            or path.name == FAILURE_NAME
+            or path.name.startswith(SELECTION_PREFIXES)  # the models chosen during training (trainer.SELECTIONS)
+        )
         if is_checkpoint:
             shutil.rmtree(path)
         elif is_result:

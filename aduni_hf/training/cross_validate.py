@@ -24,7 +24,13 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..evaluation.cross_validation import fold_metrics, paper_format, results_markdown, summarise_folds
+from ..evaluation.cross_validation import (
+    REPORTED_MODELS,
+    fold_metrics,
+    paper_format,
+    results_markdown,
+    summarise_folds,
+)
 from ..utils import write_atomic
 from .arguments import AdUniTrainingArguments, DataArguments, MethodArguments, ModelArguments
 from .checkpoints import FINISHED_NAME, RESUMABLE_FIELDS, RunFolderError, _differs
@@ -136,12 +142,35 @@ def collect_results(
         per_fold[fold] = fold_metrics(test_results, class_names)
         per_fold[fold]["seconds"] = seconds.get(str(fold))
     summary = summarise_folds(per_fold, class_names)
-    return {
+    results = {
         **description,
         "folds": {str(k): v for k, v in per_fold.items()},
         "requested_folds": folds,
         **summary,
     }
+    for key, (
+        prefix,
+        selection,
+    ) in REPORTED_MODELS.items():  # the other reported models, where every fold has them
+        if key == "last_epoch":
+            continue
+        tests = {
+            fold: json.loads((fold_dir(output_dir, fold) / FINISHED_NAME).read_text()) for fold in finished
+        }
+        if not tests or any(f"{prefix}_accuracy" not in test for test in tests.values()):
+            continue
+        chosen = {fold: fold_metrics(test, class_names, prefix=prefix) for fold, test in tests.items()}
+        for fold, test in tests.items():
+            chosen[fold]["epoch"] = test.get(f"{prefix}_epoch")
+            chosen[fold]["seconds"] = seconds.get(str(fold))
+        results[key] = {
+            "selection": selection.format(metric=description["selection_metric"]),
+            "class_names": class_names,
+            "num_folds": description["num_folds"],
+            "folds": {str(k): v for k, v in chosen.items()},
+            **summarise_folds(chosen, class_names),
+        }
+    return results
 
 
 def run_cross_validation(
@@ -201,6 +230,7 @@ def run_cross_validation(
         "selection": "the model after the last epoch"
         if not training_args.load_best_model_at_end
         else f"the checkpoint with the best validation {training_args.metric_for_best_model}",
+        "selection_metric": training_args.selection_metric,
         "recipe": recipe,
     }
     results = collect_results(output_dir, folds, seconds, description)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import safetensors.torch
 import torch
 import transformers
 import yaml
@@ -48,7 +49,7 @@ from .stages import (
     tau_norm_evaluation,
     train_in_stages,
 )
-from .trainer import AdUniTrainer
+from .trainer import OFFICIAL_SELECTION, VALIDATION_SELECTION, AdUniTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -420,6 +421,7 @@ def run_training(
             encoder_mode=stage.encoder_mode,
             epoch_length=stage.epoch_length,
             run_dir=output_dir,
+            selection_test_dataset=test_dataset if args.official_test_selection else None,
             train_dataset=MultiViewDataset(
                 splits.train, augmentation, num_views=stage_loss.num_views, seed=training_args.seed
             ),
@@ -468,6 +470,7 @@ def run_training(
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
     test_metrics = {**trainer.evaluate(test_dataset, metric_key_prefix="test"), **tau_test}
+    test_metrics.update(evaluate_selected_models(trainer, test_dataset))
 
     trainer.model_card = render_model_card(
         model_name=output_dir.name,
@@ -502,6 +505,30 @@ def run_training(
     if training_args.push_to_hub:
         trainer.push_to_hub(commit_message=f"AdUni, {method_args.method}, test fold {data_args.test_fold}")
     return test_metrics
+
+
+# The reported models besides the last epoch's: (trainer selection name, metric prefix in test_results.json).
+SELECTED_MODELS = ((VALIDATION_SELECTION, "test_best_val"), (OFFICIAL_SELECTION, "test_official_selection"))
+
+
+def evaluate_selected_models(trainer: AdUniTrainer, test_dataset) -> dict[str, float]:
+    """Test the models chosen during training (the best validation one; with `official_test_selection`, the one
+    the released code's rule chose on the test fold) and put the final model's weights back. Returns their test
+    metrics (`test_best_val_*`, `test_official_selection_*`) and the epoch each was chosen at (`*_epoch`)."""
+    model = trainer.model
+    final = {key: value.detach().clone() for key, value in model.state_dict().items()}
+    metrics: dict[str, float] = {}
+    for name, prefix in SELECTED_MODELS:
+        selected = trainer.selected_model(name)
+        if selected is None:
+            continue
+        record, path = selected
+        device = next(model.parameters()).device
+        model.load_state_dict(safetensors.torch.load_file(str(path), device=str(device)), strict=True)
+        metrics.update(trainer.evaluate(test_dataset, metric_key_prefix=prefix))
+        metrics[f"{prefix}_epoch"] = record["epoch"]
+    model.load_state_dict(final, strict=True)
+    return metrics
 
 
 def weights_source(model_args: ModelArguments) -> str:

@@ -28,6 +28,10 @@ from .callbacks import AlphaScheduleCallback, EpochProgressCallback
 from .checkpoints import METHOD_STATE_NAME, RUN_RECORD_NAME, STAGING_PREFIX, last_checkpoint, mark_failed
 
 EPOCH_LENGTHS = ("sampler", "dataset")
+# The reported models besides the last epoch's, each saved in output_dir as <name>.safetensors and <name>.json:
+VALIDATION_SELECTION = "best_validation"  # the best validation `selection_metric` (honest model selection)
+OFFICIAL_SELECTION = "official_test_selection"  # the released code's rule on the test fold (optimistic)
+SELECTIONS = (VALIDATION_SELECTION, OFFICIAL_SELECTION)
 ENCODER_MODES = ("train", "eval")
 
 
@@ -123,6 +127,7 @@ class AdUniTrainer(Trainer):
         encoder_mode: str | None = None,
         epoch_length: str = "sampler",
         run_dir: str | Path | None = None,
+        selection_test_dataset=None,
         **kwargs,
     ) -> None:
         if encoder_mode is not None and encoder_mode not in ENCODER_MODES:
@@ -137,6 +142,10 @@ class AdUniTrainer(Trainer):
         self._batch_labels: torch.Tensor | None = None  # the last training batch's labels, for error messages
         self._contrast_tally: torch.Tensor | None = None  # class counts of the contrast sets since the last log
         self._contrast_sets = 0
+        self._class_loss_sum: torch.Tensor | None = None  # per-class sum and count of the loss since the last log
+        self._class_loss_count: torch.Tensor | None = None
+        self.selection_test_dataset = selection_test_dataset
+        self.selection_dir = Path(self.args.output_dir)  # a stage's folder stays its own after training
         # One compact line per epoch (and a bar in a terminal) instead of a dict per log.
         self.remove_callback(ProgressCallback)
         self.remove_callback(PrinterCallback)
@@ -176,7 +185,10 @@ class AdUniTrainer(Trainer):
         )
         if self.epoch_length == "dataset":
             batch = self.args.per_device_train_batch_size * self.args.world_size
-            return FirstDraws(sampler, max(1, len(dataset.labels) // batch) * batch)
+            sampler = FirstDraws(sampler, max(1, len(dataset.labels) // batch) * batch)
+        batch = self.args.per_device_train_batch_size * self.args.world_size
+        if getattr(self.args, "drop_last_train_batch", False) and len(sampler) % batch and len(sampler) > batch:
+            sampler = FirstDraws(sampler, len(sampler) // batch * batch)  # training only: evaluation keeps all
         return sampler
 
     # ---- loss -------------------------------------------------------------------------------------------
@@ -197,6 +209,7 @@ class AdUniTrainer(Trainer):
                 loss = self.loss_fn.from_outputs(outputs, labels, alpha=self.alpha)
                 logits = outputs.logits[:batch]
             self._count_contrast_set()
+            self._count_class_losses()
             return (loss, {"logits": logits}) if return_outputs else loss
         outputs = model(pixel_values=pixel_values, labels=labels)  # evaluation: one view, CE as eval_loss
         return (outputs.loss, {"logits": outputs.logits}) if return_outputs else outputs.loss
@@ -288,11 +301,95 @@ class AdUniTrainer(Trainer):
             "contrast_rarest": float(mean[rarest]),
         }
 
+    # ---- the loss of each class (the paper's Fig. 2) ----------------------------------------------------------
+    def _count_class_losses(self) -> None:
+        """Add the last loss's per-row values (`loss_fn.row_losses`: each anchor's or sample's loss and its class)
+        to this logging period's per-class sums."""
+        row_losses = getattr(self.loss_fn, "row_losses", None)
+        if row_losses is None:
+            return
+        values, labels = row_losses
+        classes = self.model.config.num_labels
+        sums = torch.zeros(classes, dtype=torch.float64).index_add_(0, labels.cpu(), values.double().cpu())
+        counts = torch.bincount(labels.cpu(), minlength=classes).double()
+        if self._class_loss_sum is None:
+            self._class_loss_sum, self._class_loss_count = sums, counts
+        else:
+            self._class_loss_sum += sums
+            self._class_loss_count += counts
+
+    def _class_loss_logs(self) -> dict[str, float]:
+        """`class_loss_<class>`: the mean loss of the anchors (or samples) of each class over the logging period."""
+        if self._class_loss_sum is None:
+            return {}
+        names = self.model.config.id2label
+        logs = {
+            f"class_loss_{names.get(c, c)}": float(self._class_loss_sum[c] / self._class_loss_count[c])
+            for c in range(len(self._class_loss_sum))
+            if self._class_loss_count[c] > 0
+        }
+        self._class_loss_sum = self._class_loss_count = None
+        return logs
+
+    # ---- reported models: the best on validation, and the official rule on the test fold --------------------
+    def _evaluate(self, trial, ignore_keys_for_eval, skip_scheduler: bool = False) -> dict[str, float]:
+        metrics = super()._evaluate(trial, ignore_keys_for_eval, skip_scheduler)
+        if self.compute_metrics is None:  # only a loss: nothing to choose a model by
+            return metrics
+        key = f"eval_{getattr(self.args, 'selection_metric', 'macro_f1')}"
+        if key not in metrics:
+            raise KeyError(f"selection_metric: the validation metrics have no {key} (they have {sorted(metrics)})")
+        best = self._read_selection(VALIDATION_SELECTION)
+        if best is None or metrics[key] > best["value"]:
+            self._save_selection(VALIDATION_SELECTION, {"metric": key, "value": metrics[key]})
+        if self.selection_test_dataset is not None:
+            test = self.evaluate(self.selection_test_dataset, metric_key_prefix="test_every_epoch")
+            best = self._read_selection(OFFICIAL_SELECTION)
+            accuracy, macro_f1 = test["test_every_epoch_accuracy"], test["test_every_epoch_macro_f1"]
+            # classifier-balancing-style rule of the released AdUni code (main.py): both strictly better
+            if best is None or (accuracy > best["accuracy"] and macro_f1 > best["macro_f1"]):
+                self._save_selection(OFFICIAL_SELECTION, {"accuracy": accuracy, "macro_f1": macro_f1})
+        return metrics
+
+    def _read_selection(self, name: str) -> dict[str, Any] | None:
+        path = self.selection_dir / f"{name}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def _save_selection(self, name: str, record: dict[str, Any]) -> None:
+        """The current weights as `<name>.safetensors` and what chose them as `<name>.json` (written last)."""
+        if self.is_world_process_zero():
+            directory = self.selection_dir
+            directory.mkdir(parents=True, exist_ok=True)
+            state = self.accelerator.unwrap_model(self.model).state_dict()
+            state = {key: value.detach().cpu().contiguous() for key, value in state.items()}
+            staging = directory / f"{STAGING_PREFIX}{name}.safetensors"
+            safetensors.torch.save_file(state, str(staging), metadata={"format": "pt"})
+            os.replace(staging, directory / f"{name}.safetensors")
+            # epoch: the Trainer's count when the evaluation ran (3.0: after the third epoch)
+            record = {**record, "epoch": round(self.state.epoch or 0.0, 4), "global_step": self.state.global_step}
+            write_atomic(directory / f"{name}.json", json.dumps(record, indent=2))
+        self.accelerator.wait_for_everyone()
+
+    def selected_model(self, name: str) -> tuple[dict[str, Any], Path] | None:
+        """(what chose it, its weights file) of the model `name` (`VALIDATION_SELECTION`, `OFFICIAL_SELECTION`)."""
+        record = self._read_selection(name)
+        if record is None:
+            return None
+        return record, self.selection_dir / f"{name}.safetensors"
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        if resume_from_checkpoint is None and self.is_world_process_zero():
+            for name in SELECTIONS:  # a fresh run: what an earlier attempt chose is not this run's
+                for suffix in (".json", ".safetensors"):
+                    (self.selection_dir / f"{name}{suffix}").unlink(missing_ok=True)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
             if self.alpha_callback is not None:
                 logs["alpha"] = self.alpha
             logs.update(self._contrast_logs())
+            logs.update(self._class_loss_logs())
         super().log(logs, start_time)
 
     def create_model_card(self, **kwargs) -> None:

@@ -200,3 +200,25 @@ def test_the_contrast_set_class_counts_are_logged(tmp_path, splits):
     rarest = int(counts.masked_fill(counts == 0, float("inf")).argmin())
     assert log["contrast_rarest"] == pytest.approx(per_batch[:, rarest].mean().item())
     assert log["contrast_majority"] > log["contrast_minority"]  # the long tail, in the batch
+
+
+def test_per_class_losses_are_logged_and_drop_last_train_batch_keeps_full_batches(tmp_path, splits):
+    """With the incomplete last batch dropped (40 images, batch 16: two batches of 16), the logged epoch loss is the
+    mean of equal-sized batch means, so it equals the count-weighted mean of the per-class losses."""
+    trainer = make_trainer(
+        tmp_path,
+        splits,
+        loss_fn=CrossEntropyLoss(10),
+        epochs=1,
+        logging_strategy="epoch",
+        drop_last_train_batch=True,
+    )
+    trainer.train()
+    assert trainer.state.global_step == 2 and len(trainer.train_dataset.keys) == 32
+    (log,) = [entry for entry in trainer.state.log_history if "loss" in entry]
+    drawn = torch.tensor(trainer.train_dataset.labels)[[key.index for key in trainer.train_dataset.keys]]
+    counts = torch.bincount(drawn, minlength=10)
+    per_class = {c: log[f"class_loss_LABEL_{c}"] for c in range(10) if counts[c] > 0}
+    assert set(per_class) == {c for c in range(10) if f"class_loss_LABEL_{c}" in log}
+    weighted = sum(counts[c].item() * value for c, value in per_class.items()) / counts.sum().item()
+    assert weighted == pytest.approx(log["loss"], rel=1e-4)
