@@ -309,6 +309,13 @@ class AdUniTrainingArguments(TrainingArguments):
             "and results are removed first). Without it a finished run is refused and an interrupted one resumed."
         },
     )
+    figures: bool = field(
+        default=True,
+        metadata={
+            "help": "Write the run's figures into output_dir/figures/ (confusion matrix, per-class training loss, "
+            "learning rate and alpha, t-SNE of the test features) and link them from the model card."
+        },
+    )
     drop_last_train_batch: bool = field(
         default=False,
         metadata={

@@ -31,6 +31,8 @@ from ..data import (
     split_by_fold,
 )
 from ..evaluation import build_compute_metrics, format_results_table
+from ..evaluation.figures import class_loss_figure, confusion_matrix_figure, schedule_figure, tsne_figure
+from ..evaluation.paper_results import paper_row
 from ..hub import build_image_processor, render_model_card
 from ..losses import LOSSES, build_loss
 from ..losses.stages import META_SAMPLER, Stage, method_stages
@@ -43,6 +45,7 @@ from .cli import RecipeError
 from .meta_sampling import MetaSamplingTrainer
 from .stages import (
     describe_stage,
+    pooled_features,
     prepare_stage_dirs,
     resolve_stage,
     stage_dir,
@@ -471,6 +474,9 @@ def run_training(
         trainer.save_metrics("eval", eval_metrics)
     test_metrics = {**trainer.evaluate(test_dataset, metric_key_prefix="test"), **tau_test}
     test_metrics.update(evaluate_selected_models(trainer, test_dataset))
+    figures: list[tuple[str, str]] = []
+    if training_args.figures:
+        figures = write_run_figures(trainer, test_dataset, class_names, train_counts, output_dir)
 
     trainer.model_card = render_model_card(
         model_name=output_dir.name,
@@ -486,13 +492,16 @@ def run_training(
         backbone=model_args.backbone,
         projection_dim=model_args.projection_dim,
         image_size=model_args.image_size,
+        dataset_key=data_args.dataset,
+        paper=paper_row(data_args.dataset, method_args.method, method_args.sampler, dataclasses.asdict(method_args)),
+        figures=figures,
         selection_note=(
             f"The checkpoint with the best validation {training_args.metric_for_best_model} was kept"
             + (" in each stage." if len(stages) > 1 else ".")
             if training_args.load_best_model_at_end
-            else "The model after the last epoch"
+            else "The saved model is the one after the last epoch"
             + (" of the last stage" if len(stages) > 1 else "")
-            + " is reported (no model selection)."
+            + f"; the model with the best validation {training_args.selection_metric} is tested beside it."
         ),
     )
     trainer.create_model_card()
@@ -529,6 +538,41 @@ def evaluate_selected_models(trainer: AdUniTrainer, test_dataset) -> dict[str, f
         metrics[f"{prefix}_epoch"] = record["epoch"]
     model.load_state_dict(final, strict=True)
     return metrics
+
+
+FIGURES_DIR = "figures"
+
+
+def write_run_figures(
+    trainer: AdUniTrainer, test_dataset, class_names: list[str], train_counts: list[int], output_dir: Path
+) -> list[tuple[str, str]]:
+    """The run's figures in output_dir/figures/ (on the main process; the others compute nothing): the confusion
+    matrix and a t-SNE of the final model's test-fold features, the per-class training loss and the schedules.
+    Returns (caption, path relative to output_dir) of each."""
+    predictions = trainer.predict(test_dataset, metric_key_prefix="test")  # every process takes part
+    if not trainer.is_world_process_zero():
+        return []
+    folder = output_dir / FIGURES_DIR
+    history = trainer.state.log_history
+    labels = predictions.label_ids
+    written = [
+        ("Confusion matrix on the test fold (final model)", confusion_matrix_figure(
+            labels, predictions.predictions.argmax(axis=1), class_names, folder / "confusion_matrix.png")),
+        ("Learning rate and alpha over training", schedule_figure(history, folder / "schedules.png")),
+    ]  # fmt: skip
+    if any(key.startswith("class_loss_") for entry in history for key in entry):
+        written.append(
+            ("Per-class training loss (Fig. 2 of the paper)",
+             class_loss_figure(history, class_names, train_counts, folder / "class_loss.png"))
+        )  # fmt: skip
+    features, feature_labels = pooled_features(
+        trainer.model, test_dataset, trainer.args.per_device_eval_batch_size, trainer.args.device
+    )
+    written.append(
+        ("t-SNE of the test-fold features (Fig. 4 of the paper)",
+         tsne_figure(features.numpy(), feature_labels.numpy(), class_names, folder / "tsne_test_features.png"))
+    )  # fmt: skip
+    return [(caption, str(path.relative_to(output_dir))) for caption, path in written]
 
 
 def weights_source(model_args: ModelArguments) -> str:

@@ -1,0 +1,141 @@
+"""Batch inference over image files and folders (`scripts/predict.py`).
+
+Images are read one by one with PIL (any format PIL opens, converted to RGB), batched through the model's own
+image processor and model, and written as one CSV row per input file: the predicted class, its probability and
+every class's probability. A file that cannot be read as an image gets a row with the reason in `error`, is
+reported, and the rest go on.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from .data.images import as_rgb
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+
+def image_paths(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files as given, and the image files under each folder (recursively, sorted). A path that does not exist
+    raises FileNotFoundError naming it."""
+    paths: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            paths += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise FileNotFoundError(f"{item}: no such file or folder")
+    return paths
+
+
+def read_image(path: Path) -> Image.Image:
+    """The image at `path` as RGB, fully decoded (so a truncated file fails here, not later)."""
+    with Image.open(path) as image:
+        image.load()
+        return as_rgb(image)
+
+
+@dataclass
+class Prediction:
+    path: Path
+    probabilities: list[float] | None = None
+    error: str | None = None
+
+
+def predict_images(
+    model, processor, paths: Iterable[Path], batch_size: int = 32, device: str | torch.device = "cpu"
+) -> Iterator[Prediction]:
+    """Yield one `Prediction` per path, in order: class probabilities (softmax of the logits) or the read error."""
+    model.eval()
+    batch: list[tuple[Path, Image.Image]] = []
+
+    def run(items: list[tuple[Path, Image.Image]]) -> list[Prediction]:
+        pixel_values = processor(images=[image for _, image in items], return_tensors="pt")["pixel_values"]
+        with torch.inference_mode():
+            logits = model(pixel_values=pixel_values.to(device)).logits
+        probabilities = torch.softmax(logits.float(), dim=1).cpu().tolist()
+        return [Prediction(path, p) for (path, _), p in zip(items, probabilities, strict=True)]
+
+    for path in paths:
+        try:
+            batch.append((path, read_image(path)))
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
+            yield from run(batch) if batch else []
+            batch = []
+            yield Prediction(path, error=f"{type(err).__name__}: {err}")
+            continue
+        if len(batch) == batch_size:
+            yield from run(batch)
+            batch = []
+    if batch:
+        yield from run(batch)
+
+
+def predictions_csv(predictions: Sequence[Prediction], class_names: Sequence[str]) -> str:
+    """CSV text: path, predicted_class, probability, one `p_<class>` column per class, error."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(
+        ["path", "predicted_class", "probability", *(f"p_{name}" for name in class_names), "error"]
+    )
+    for item in predictions:
+        if item.probabilities is None:
+            writer.writerow([str(item.path), "", "", *([""] * len(class_names)), item.error])
+            continue
+        best = max(range(len(class_names)), key=lambda c: item.probabilities[c])
+        writer.writerow(
+            [str(item.path), class_names[best], f"{item.probabilities[best]:.6f}",
+             *(f"{p:.6f}" for p in item.probabilities), ""]
+        )  # fmt: skip
+    return buffer.getvalue()
+
+
+def load_classifier(model: str, device: str | torch.device):
+    """The model and image processor of a saved folder or Hub id (`import aduni_hf` registered the classes, so no
+    remote code runs). Returns (model on `device`, processor, class names in label order)."""
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    import aduni_hf  # noqa: F401  (registers AdUni with the Auto classes)
+
+    classifier = AutoModelForImageClassification.from_pretrained(model).to(device)
+    processor = AutoImageProcessor.from_pretrained(model)
+    names = [classifier.config.id2label[i] for i in range(classifier.config.num_labels)]
+    return classifier, processor, names
+
+
+def predict_to_csv(
+    model: str,
+    inputs: Sequence[str | Path],
+    output: str | Path,
+    batch_size: int = 32,
+    device: str | None = None,
+    progress: bool = True,
+) -> list[Prediction]:
+    """Predict every image of `inputs` with `model` and write the CSV atomically to `output`."""
+    from .utils import write_atomic
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    paths = image_paths(inputs)
+    if not paths:
+        raise FileNotFoundError(f"no image files in {', '.join(map(str, inputs))}")
+    classifier, processor, names = load_classifier(model, device)
+    predictions = list(
+        tqdm(
+            predict_images(classifier, processor, paths, batch_size=batch_size, device=device),
+            total=len(paths), unit="image", desc="predicting", disable=not progress,
+        )
+    )  # fmt: skip
+    write_atomic(output, predictions_csv(predictions, names))
+    return predictions
