@@ -6,6 +6,7 @@ accelerate launch scripts/cross_validate.py configs/isic2018_aduni.yaml --datase
 
 import sys
 
+from aduni_hf.hub.push import PushError
 from aduni_hf.training import ARGUMENT_CLASSES, NonFiniteTrainingError, RecipeError, parse_recipe
 from aduni_hf.training.cross_validate import CrossValidationArguments, parse_folds, run_cross_validation
 
@@ -19,7 +20,7 @@ def main() -> None:
         except ValueError as err:
             raise RecipeError(str(err)) from err
         run_cross_validation(model_args, data_args, method_args, training_args, folds)
-    except (RecipeError, NonFiniteTrainingError) as err:
+    except (RecipeError, NonFiniteTrainingError, PushError) as err:
         sys.exit(f"error: {err}")
 
 

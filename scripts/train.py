@@ -6,6 +6,7 @@ python scripts/train.py configs/isic2018_aduni.yaml --dataset_path data/isic2018
 
 import sys
 
+from aduni_hf.hub.push import PushError
 from aduni_hf.training import (
     ARGUMENT_CLASSES,
     NonFiniteTrainingError,
@@ -19,7 +20,7 @@ def main() -> None:
     try:
         model_args, data_args, method_args, training_args = parse_recipe(ARGUMENT_CLASSES, sys.argv[1:])
         run_training(model_args, data_args, method_args, training_args)
-    except (RecipeError, NonFiniteTrainingError) as err:
+    except (RecipeError, NonFiniteTrainingError, PushError) as err:
         sys.exit(f"error: {err}")
 
 

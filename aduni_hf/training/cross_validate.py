@@ -173,6 +173,34 @@ def collect_results(
     return results
 
 
+def write_summary(output_dir: Path, results: dict[str, Any], training_args: AdUniTrainingArguments) -> None:
+    """The experiment's figures (output_dir/figures/) and summary card (README.md); then, with `push_to_hub`, the
+    upload of the summary and every fold's final model (`PushError` if it fails: everything is saved by then)."""
+    from ..hub.push import CV_ALLOW_PATTERNS, CV_IGNORE_PATTERNS, push_folder
+    from .report import cv_model_card, experiment_figures
+
+    figures = []
+    if training_args.figures:
+        figures = [
+            (path.stem.replace("_", " "), str(path.relative_to(output_dir)))
+            for path in experiment_figures([output_dir], output_dir / "figures")
+        ]
+    card = cv_model_card(results, figures, model_id=training_args.hub_model_id or "")
+    write_atomic(output_dir / "README.md", str(card))
+    if training_args.push_to_hub:
+        repo_id = training_args.hub_model_id or output_dir.name
+        url = push_folder(
+            output_dir,
+            repo_id,
+            token=training_args.hub_token,
+            private=training_args.hub_private_repo,
+            allow_patterns=CV_ALLOW_PATTERNS,
+            ignore_patterns=CV_IGNORE_PATTERNS,
+            commit_message=f"AdUni cross-validation: {results['title']}",
+        )
+        print(f"pushed to {url}")
+
+
 def run_cross_validation(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -182,10 +210,6 @@ def run_cross_validation(
 ) -> dict[str, Any]:
     """Train and test one fresh model per fold in `folds` into output_dir/fold_<k>, then write cv_results.json
     and cv_results.md over every finished fold of output_dir. Returns the cv_results.json content."""
-    if training_args.push_to_hub:
-        raise RunFolderError(
-            "push_to_hub: cross_validate.py does not push; push one fold's model with scripts/train.py"
-        )
     output_dir = Path(training_args.output_dir)
     recipe = cv_recipe(model_args, data_args, method_args, training_args)
     with training_args.main_process_first(desc="checking the cross-validation folder"):
@@ -205,7 +229,10 @@ def run_cross_validation(
             if main:
                 bar.write(f"fold {fold}: finished earlier in {directory}, not trained again")
             continue
-        fold_args = dataclasses.replace(training_args, output_dir=str(directory), overwrite_output_dir=False)
+        # Each fold is saved locally; the experiment is pushed once, at the end, with its summary card.
+        fold_args = dataclasses.replace(
+            training_args, output_dir=str(directory), overwrite_output_dir=False, push_to_hub=False
+        )
         start = time.monotonic()
         metrics = run_training(
             copy.deepcopy(model_args), dataclasses.replace(data_args, test_fold=fold),
@@ -237,6 +264,7 @@ def run_cross_validation(
     if main:
         write_atomic(output_dir / CV_RESULTS_NAME, json.dumps(results, indent=2, default=str) + "\n")
         write_atomic(output_dir / CV_MARKDOWN_NAME, results_markdown(results))
+        write_summary(output_dir, results, training_args)
         mean, std = results["mean"], results["std"]
         print(
             f"{len(results['folds'])} folds: accuracy {paper_format(mean['accuracy'], std['accuracy'])}, "

@@ -34,6 +34,7 @@ from ..evaluation import build_compute_metrics, format_results_table
 from ..evaluation.figures import class_loss_figure, confusion_matrix_figure, schedule_figure, tsne_figure
 from ..evaluation.paper_results import paper_row
 from ..hub import build_image_processor, render_model_card
+from ..hub.push import RUN_IGNORE_PATTERNS, push_folder
 from ..losses import LOSSES, build_loss
 from ..losses.stages import META_SAMPLER, Stage, method_stages
 from ..modeling_aduni import AdUniForImageClassification
@@ -417,7 +418,9 @@ def run_training(
         trainer_class = MetaSamplingTrainer if stage.sampler == META_SAMPLER else AdUniTrainer
         return trainer_class(
             model=model,
-            args=args,
+            # The Trainer never pushes (it would create the Hub repo before training and upload checkpoints
+            # while training); the run pushes once at the end (push_folder), after everything is saved.
+            args=dataclasses.replace(args, push_to_hub=False) if args.push_to_hub else args,
             loss_fn=stage_loss,
             sampler=stage.sampler,
             run_record=record,
@@ -511,8 +514,16 @@ def run_training(
         if tau_test:
             print(f"tau-normalised stage-1 classifier, tau {tau_test['tau_norm_tau']:g} (chosen on validation):")
             print(format_results_table(test_metrics, class_names, prefix="test_tau_norm"))
-    if training_args.push_to_hub:
-        trainer.push_to_hub(commit_message=f"AdUni, {method_args.method}, test fold {data_args.test_fold}")
+    if training_args.push_to_hub:  # once, after everything is saved (a failure says so: PushError)
+        url = push_folder(
+            output_dir,
+            training_args.hub_model_id or output_dir.name,
+            token=training_args.hub_token,
+            private=training_args.hub_private_repo,
+            ignore_patterns=RUN_IGNORE_PATTERNS,
+            commit_message=f"AdUni, {method_args.method}, test fold {data_args.test_fold}",
+        )
+        logger.info("pushed %s to %s", output_dir, url)
     return test_metrics
 
 

@@ -28,7 +28,7 @@ The output folder of a two-stage run (docs/hf_stack.md, "Checkpoints and resumin
 
 The same command resumes a killed run: stage 1 from its last checkpoint if it had not finished, else stage 2
 from its last checkpoint, or from the stage-1 weights if it has none. The stage folders start with "_" so that
-`Trainer.push_to_hub`, which skips "_*", uploads the final model only.
+the push (`aduni_hf.hub.push.RUN_IGNORE_PATTERNS`) leaves them out and uploads the final model only.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-STAGE_DIR_PREFIX = "_stage"  # _stage1, _stage2: "_*" is what Trainer.push_to_hub leaves out
+STAGE_DIR_PREFIX = "_stage"  # _stage1, _stage2: "_*" is what the push leaves out
 STAGE_FINISHED_NAME = "stage_finished.json"  # written last into a stage folder: the stage is done
 TAUS = tuple(i / 10 for i in range(21))  # 0, 0.1, ..., 2.0, as classifier-balancing's tau_norm.py
 
@@ -277,7 +277,6 @@ def train_in_stages(
     logger.info("stage 2 of %s: %s", method_args.method, describe_stage(stage, 1, training_args, method_args))
     result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     trainer.args.output_dir = str(output_dir)  # the final model, its state and the results go to the run's folder
-    trainer.args.push_to_hub = training_args.push_to_hub
     return trainer, result, {f"stage1_{key}": value for key, value in earlier.items()}
 
 

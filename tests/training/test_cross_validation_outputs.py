@@ -1,0 +1,95 @@
+"""A cross-validation's summary card, figures and push: the card parses with huggingface_hub and carries the CV
+means; the push uploads the summary and the folds' final models only (the Hub client faked at the
+huggingface_hub API boundary); without network it fails clearly after everything is saved."""
+
+import json
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+from huggingface_hub.utils import filter_repo_objects
+
+from aduni_hf.hub.push import PushError
+from aduni_hf.training import ARGUMENT_CLASSES, parse_recipe
+from aduni_hf.training.cross_validate import CrossValidationArguments, run_cross_validation
+from tests.training.test_cli import DEMO
+
+QUICK = ["--image_size", "16", "--max_steps", "2", "--per_device_train_batch_size", "16", "--logging_strategy",
+         "steps", "--logging_steps", "1", "--save_strategy", "steps", "--save_steps", "1"]  # fmt: skip
+
+
+class FakeHubApi:
+    """Records what would be uploaded: the files of `folder_path` that the allow patterns select."""
+
+    uploads: list = []
+
+    def __init__(self, token=None):
+        self.token = token
+
+    def create_repo(self, repo_id, private=None, exist_ok=False):
+        return repo_id
+
+    def upload_folder(
+        self, repo_id, folder_path, allow_patterns=None, ignore_patterns=None, commit_message=""
+    ):
+        folder = Path(folder_path)
+        every = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+        chosen = filter_repo_objects(every, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns)
+        FakeHubApi.uploads.append((repo_id, sorted(chosen)))
+        return f"https://huggingface.co/{repo_id}/commit/0"
+
+
+def _cross_validate(output_dir, *flags):
+    *recipe, _ = parse_recipe(
+        (*ARGUMENT_CLASSES, CrossValidationArguments),
+        [str(DEMO), *QUICK, "--output_dir", str(output_dir), *flags],
+    )
+    return run_cross_validation(*recipe, folds=[0])
+
+
+@pytest.fixture(scope="module")
+def pushed(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("cv") / "demo_cv"
+    patch = pytest.MonkeyPatch()
+    patch.setattr("aduni_hf.hub.push.HfApi", FakeHubApi)
+    try:
+        results = _cross_validate(
+            output_dir, "--push_to_hub", "true", "--hub_model_id", "someone/aduni-demo-cv"
+        )
+    finally:
+        patch.undo()
+    return output_dir, results
+
+
+def test_the_summary_card_parses_and_carries_the_cross_validation_means(pushed):
+    output_dir, results = pushed
+    card = ModelCard.load(output_dir / "README.md")
+    values = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert values["accuracy"] == pytest.approx(results["mean"]["accuracy"], abs=1e-4)
+    assert values["f1"] == pytest.approx(results["mean"]["macro_f1"], abs=1e-4)
+    assert "Research use only" in card.text and "not medical images" in card.text  # the demo data's caveat
+    assert "best validation" in card.text  # every reported model, not only the last epoch's
+    for figure in ("per_class_f1.png", "tsne_aduni.png", "confusion_aduni.png", "class_loss_aduni.png"):
+        assert (output_dir / "figures" / figure).is_file()
+        assert f"figures/{figure}" in card.text
+
+
+def test_the_push_uploads_the_summary_and_the_final_fold_models_only(pushed):
+    output_dir, _ = pushed
+    repo_id, files = FakeHubApi.uploads[-1]
+    assert repo_id == "someone/aduni-demo-cv"
+    for name in ("README.md", "cv_results.json", "cv_results.md", "figures/per_class_f1.png",
+                 "fold_0/model.safetensors", "fold_0/config.json", "fold_0/modeling_aduni.py",
+                 "fold_0/test_results.json", "fold_0/README.md"):  # fmt: skip
+        assert name in files, name
+    assert (output_dir / "fold_0" / "checkpoint-2").is_dir()
+    assert not [f for f in files if "checkpoint" in f or f.endswith("best_validation.safetensors")]
+
+
+def test_without_network_the_push_fails_clearly_after_everything_is_saved(tmp_path):
+    output_dir = tmp_path / "offline_cv"
+    with pytest.raises(PushError, match="Nothing is lost") as failure:
+        _cross_validate(output_dir, "--push_to_hub", "true", "--hub_model_id", "someone/offline")
+    assert "someone/offline" in str(failure.value)
+    results = json.loads((output_dir / "cv_results.json").read_text())  # HF_HUB_OFFLINE=1 in the tests
+    assert sorted(results["folds"]) == ["0"] and (output_dir / "README.md").is_file()
