@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The reduced-scale reproduction in docs/results/: 5-fold cross-validation on the demo digits of every method of
-# Table 1 and of the samplers of Table 2 with aduni, then the comparison table and the figures.
+# Table 1 and of the samplers of Table 2 with aduni (up-sampling, square-root, progressive), then the comparison
+# table and the figures.
 #
 #   bash scripts/reproduce_demo.sh [OUTPUT_DIR]      (default outputs/demo_cv; about 1.5 hours on 2 CPU cores)
 #
@@ -14,7 +15,7 @@ OUT=${1:-outputs/demo_cv}
 COMMON=(--imbalance_ratio 20 --num_train_epochs 12 --warmup_epochs 1 --alpha_decay 5.2 --stage2_epochs 4
         --official_test_selection true)
 RUNS=(aduni ce aduni_fixed balanced_softmax balms ldam_drw paco paco_aduc decouple cicl
-      aduni+upsample aduni+class_aware aduni+sqrt aduni+progressive)
+      aduni+upsample aduni+sqrt aduni+progressive)
 
 for fold in 0 1 2 3 4; do
   for run in "${RUNS[@]}"; do

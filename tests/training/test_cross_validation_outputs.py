@@ -93,3 +93,20 @@ def test_without_network_the_push_fails_clearly_after_everything_is_saved(tmp_pa
     assert "someone/offline" in str(failure.value)
     results = json.loads((output_dir / "cv_results.json").read_text())  # HF_HUB_OFFLINE=1 in the tests
     assert sorted(results["folds"]) == ["0"] and (output_dir / "README.md").is_file()
+
+
+def test_the_figures_script_draws_across_cross_validations(pushed, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    output_dir, _ = pushed
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, str(root / "scripts" / "figures.py"), str(output_dir), "--output", str(tmp_path / "figs")],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)}, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = sorted(p.name for p in (tmp_path / "figs").iterdir())
+    assert names == ["class_loss_aduni.png", "confusion_aduni.png", "per_class_f1.png", "tsne_aduni.png"]
+    assert all((tmp_path / "figs" / name).stat().st_size > 10_000 for name in names)  # drawn, not empty
