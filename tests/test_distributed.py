@@ -38,3 +38,34 @@ def test_demo_trains_on_two_processes(tmp_path):
     history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
     assert [log["alpha"] for log in history if "loss" in log] == [1.0]  # the schedule reached the logs
     assert "alpha 1" in result.stdout  # and the console line of the main process
+    # one training over both processes (transformers 5 needs ddp_backend gloo on CPU, set by our arguments)
+    assert (
+        "Total train batch size (w. parallel, distributed & accumulation) = 128"
+        in result.stdout + result.stderr
+    )
+
+
+@pytest.mark.slow
+def test_cross_validation_runs_under_accelerate_launch_with_two_processes(tmp_path):
+    output_dir = tmp_path / "cv"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29519",
+        str(REPO / "scripts" / "cross_validate.py"), str(REPO / "configs" / "demo.yaml"), "--folds", "0,1",
+        "--max_steps", "2", "--image_size", "16", "--eval_strategy", "no", "--output_dir", str(output_dir),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((output_dir / "cv_results.json").read_text())
+    assert sorted(results["folds"]) == ["0", "1"] and results["recipe"]["per_device_train_batch_size"] == 64
+    for fold in (0, 1):
+        record = json.loads((output_dir / f"fold_{fold}" / "test_results.json").read_text())
+        assert results["folds"][str(fold)]["accuracy"] == record["test_accuracy"]
+    assert (output_dir / "README.md").is_file() and (output_dir / "figures" / "per_class_f1.png").is_file()
+    assert result.stdout.count("2 folds: accuracy") == 1  # the summary comes from the main process only
+    assert (
+        "Total train batch size (w. parallel, distributed & accumulation) = 128"
+        in result.stdout + result.stderr
+    )
+

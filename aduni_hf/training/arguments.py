@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import torch
 from transformers import TrainingArguments
 
 from ..configuration_aduni import AdUniConfig
@@ -359,6 +361,10 @@ class AdUniTrainingArguments(TrainingArguments):
             # Trainer clips to 1.0 unless told otherwise; the official loop has no clipping (docs/method.md,
             # "Schedules"), so the official recipe turns it off, and run_config.yaml shows the value in force.
             self.max_grad_norm = 0.0 if self.optimizer_recipe == "official" else 1.0
+        if self.ddp_backend is None and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+            # Under torchrun or `accelerate launch --multi_gpu` on a machine without GPUs, transformers 5 sets up
+            # each process alone unless a backend is named: every process would train its own model, unseen.
+            self.ddp_backend = "gloo"
         super().__post_init__()
         if self.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")

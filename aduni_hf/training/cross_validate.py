@@ -210,6 +210,7 @@ def run_cross_validation(
 ) -> dict[str, Any]:
     """Train and test one fresh model per fold in `folds` into output_dir/fold_<k>, then write cv_results.json
     and cv_results.md over every finished fold of output_dir. Returns the cv_results.json content."""
+    training_args.device  # noqa: B018  (sets up the processes: process_index is 0 everywhere before it)
     output_dir = Path(training_args.output_dir)
     recipe = cv_recipe(model_args, data_args, method_args, training_args)
     with training_args.main_process_first(desc="checking the cross-validation folder"):
