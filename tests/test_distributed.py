@@ -38,7 +38,7 @@ def test_demo_trains_on_two_processes(tmp_path):
     history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
     assert [log["alpha"] for log in history if "loss" in log] == [1.0]  # the schedule reached the logs
     assert "alpha 1" in result.stdout  # and the console line of the main process
-    # one training over both processes (transformers 5 needs ddp_backend gloo on CPU, set by our arguments)
+    # one training over both processes (on CPU accelerate needs use_cpu for MULTI_CPU, set by our arguments)
     assert (
         "Total train batch size (w. parallel, distributed & accumulation) = 128"
         in result.stdout + result.stderr
@@ -69,3 +69,35 @@ def test_cross_validation_runs_under_accelerate_launch_with_two_processes(tmp_pa
         in result.stdout + result.stderr
     )
 
+
+def _train(output_dir, processes, per_device, *flags):
+    common = [str(REPO / "configs" / "demo.yaml"), "--per_device_train_batch_size", str(per_device),
+              "--max_steps", "3", "--classifier_dropout", "0", "--image_size", "16", "--eval_strategy", "no",
+              "--figures", "false", "--output_dir", str(output_dir), *flags]  # fmt: skip
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+                "--master_port", "29521"] if processes > 1 else [sys.executable]  # fmt: skip
+    result = subprocess.run([*launcher, str(REPO / "scripts" / "train.py"), *common], capture_output=True,
+                            text=True, timeout=600, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    from safetensors.torch import load_file
+
+    return load_file(str(output_dir / "model.safetensors"))
+
+
+def _largest_relative_difference(a, b):
+    return max(
+        float((a[k] - b[k]).norm() / b[k].norm().clamp_min(1e-12)) for k in b if b[k].is_floating_point()
+    )
+
+
+@pytest.mark.slow
+def test_two_processes_train_to_the_weights_of_one_with_frozen_batch_norm(tmp_path):
+    """torchrun with 2 x 8 images against one process with 16, 3 steps: with BatchNorm frozen and no dropout the
+    global contrastive batch, the sampler shards and the gradient averaging make them one computation."""
+    one = _train(tmp_path / "one", 1, 16, "--freeze_bn", "true")
+    two = _train(tmp_path / "two", 2, 8, "--freeze_bn", "true")
+    assert _largest_relative_difference(two, one) <= 1e-5
+    # the control: with BatchNorm per process (8 images each) the two runs differ
+    two_bn = _train(tmp_path / "two_bn", 2, 8)
+    one_bn = _train(tmp_path / "one_bn", 1, 16)
+    assert _largest_relative_difference(two_bn, one_bn) > 1e-4

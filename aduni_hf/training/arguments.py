@@ -311,6 +311,20 @@ class AdUniTrainingArguments(TrainingArguments):
             "and results are removed first). Without it a finished run is refused and an interrupted one resumed."
         },
     )
+    freeze_bn: bool = field(
+        default=False,
+        metadata={
+            "help": "Freeze every BatchNorm layer: running statistics kept (eval mode) and affine parameters not "
+            "trained. For fine-tuning pretrained weights; it also makes several processes train exactly as one."
+        },
+    )
+    sync_bn: bool = field(
+        default=False,
+        metadata={
+            "help": "Several GPU processes: one BatchNorm over the global batch (SyncBatchNorm). Default off: each "
+            "process normalises its own share, as each replica of the official DataParallel run did."
+        },
+    )
     figures: bool = field(
         default=True,
         metadata={
@@ -361,10 +375,11 @@ class AdUniTrainingArguments(TrainingArguments):
             # Trainer clips to 1.0 unless told otherwise; the official loop has no clipping (docs/method.md,
             # "Schedules"), so the official recipe turns it off, and run_config.yaml shows the value in force.
             self.max_grad_norm = 0.0 if self.optimizer_recipe == "official" else 1.0
-        if self.ddp_backend is None and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
-            # Under torchrun or `accelerate launch --multi_gpu` on a machine without GPUs, transformers 5 sets up
-            # each process alone unless a backend is named: every process would train its own model, unseen.
-            self.ddp_backend = "gloo"
+        if not self.use_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+            # Under torchrun or `accelerate launch --multi_gpu` on a machine without GPUs, accelerate makes the
+            # processes one distributed (MULTI_CPU, gloo) run only when told the CPU is meant; otherwise each process
+            # trains its own model, unwrapped and unsynchronised, with nothing in the logs to say so.
+            self.use_cpu = True
         super().__post_init__()
         if self.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
@@ -378,6 +393,8 @@ class AdUniTrainingArguments(TrainingArguments):
             raise ValueError(f"cosine_epochs must be >= 1, got {self.cosine_epochs}")
         if self.remove_unused_columns:
             raise ValueError("remove_unused_columns must be False: the image column feeds the transforms")
+        if self.freeze_bn and self.sync_bn:
+            raise ValueError("freeze_bn and sync_bn exclude each other: frozen BatchNorm computes no statistics")
         if self.dataloader_drop_last:
             raise ValueError(
                 'dataloader_drop_last would also drop evaluation images (docs/hf_stack.md, "Trainer"); leave it False'

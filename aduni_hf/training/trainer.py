@@ -35,6 +35,11 @@ SELECTIONS = (VALIDATION_SELECTION, OFFICIAL_SELECTION)
 ENCODER_MODES = ("train", "eval")
 
 
+def batch_norm_layers(model: nn.Module) -> list[nn.Module]:
+    """Every BatchNorm layer of `model` (1-, 2- and 3-d, and SyncBatchNorm)."""
+    return [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+
+
 class FirstDraws(Sampler):
     """The first `count` draws of every epoch of an `EpochSampler` (its `set_epoch` and `labels` pass through).
 
@@ -146,6 +151,12 @@ class AdUniTrainer(Trainer):
         self._class_loss_count: torch.Tensor | None = None
         self.selection_test_dataset = selection_test_dataset
         self.selection_dir = Path(self.args.output_dir)  # a stage's folder stays its own after training
+        if getattr(self.args, "freeze_bn", False):
+            for module in batch_norm_layers(self.model):
+                for parameter in module.parameters(recurse=False):
+                    parameter.requires_grad_(False)
+        if getattr(self.args, "sync_bn", False):
+            self._convert_to_sync_batch_norm()
         # One compact line per epoch (and a bar in a terminal) instead of a dict per log.
         self.remove_callback(ProgressCallback)
         self.remove_callback(PrinterCallback)
@@ -159,6 +170,18 @@ class AdUniTrainer(Trainer):
         if self.alpha_callback is None and getattr(loss_fn, "uses_alpha", False):
             self.alpha_callback = AlphaScheduleCallback()
             self.add_callback(self.alpha_callback)
+
+    def _convert_to_sync_batch_norm(self) -> None:
+        """One BatchNorm over the global batch of several GPU processes; refused where it cannot run."""
+        if self.args.world_size == 1:
+            return  # one process: BatchNorm already sees the whole batch
+        if self.args.device.type != "cuda":
+            raise ValueError(
+                "sync_bn needs GPU processes (SyncBatchNorm has no CPU kernel); on CPU use freeze_bn, or leave "
+                "BatchNorm per process"
+            )
+        self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.model_wrapped = self.model
 
     def epoch_index(self) -> int:
         """The epoch being trained, from 0 (`state.epoch` is a float that can read 2.9999999 at the start of 3)."""
@@ -198,6 +221,9 @@ class AdUniTrainer(Trainer):
             self._batch_labels = labels
             if self.encoder_mode == "eval":  # the Trainer has just put the whole model in train mode
                 self.model.base_model.eval()
+            if getattr(self.args, "freeze_bn", False):
+                for module in batch_norm_layers(self.model):
+                    module.eval()
             if hasattr(self.loss_fn, "set_epoch"):  # losses that change during training (LDAM's deferred weights)
                 self.loss_fn.set_epoch(self.epoch_index(), math.ceil(self.args.num_train_epochs))
             if hasattr(self.loss_fn, "forward_views"):  # methods with their own forward (PaCo's key encoder)
