@@ -97,6 +97,9 @@ def test_two_processes_train_to_the_weights_of_one_with_frozen_batch_norm(tmp_pa
     one = _train(tmp_path / "one", 1, 16, "--freeze_bn", "true")
     two = _train(tmp_path / "two", 2, 8, "--freeze_bn", "true")
     assert _largest_relative_difference(two, one) <= 1e-5
+    # gradient caching composes with the processes: chunks of 4 rows, synchronised once per step
+    chunked = _train(tmp_path / "two_chunked", 2, 8, "--freeze_bn", "true", "--contrast_chunk_size", "4")
+    assert _largest_relative_difference(chunked, one) <= 1e-5
     # the control: with BatchNorm per process (8 images each) the two runs differ
     two_bn = _train(tmp_path / "two_bn", 2, 8)
     one_bn = _train(tmp_path / "one_bn", 1, 16)

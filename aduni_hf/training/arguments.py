@@ -311,6 +311,14 @@ class AdUniTrainingArguments(TrainingArguments):
             "and results are removed first). Without it a finished run is refused and an interrupted one resumed."
         },
     )
+    contrast_chunk_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Compute the loss of the whole batch while holding the activations of this many view-major rows "
+            "at a time (gradient caching; BatchNorm normalises each chunk, as each replica of the official "
+            "4-GPU DataParallel run did: 64 of 256 rows). Default: the whole batch at once."
+        },
+    )
     freeze_bn: bool = field(
         default=False,
         metadata={
@@ -393,6 +401,10 @@ class AdUniTrainingArguments(TrainingArguments):
             raise ValueError(f"cosine_epochs must be >= 1, got {self.cosine_epochs}")
         if self.remove_unused_columns:
             raise ValueError("remove_unused_columns must be False: the image column feeds the transforms")
+        if self.contrast_chunk_size is not None and self.contrast_chunk_size < 2:
+            raise ValueError(
+                f"contrast_chunk_size must be >= 2 rows (BatchNorm needs two), got {self.contrast_chunk_size}"
+            )
         if self.freeze_bn and self.sync_bn:
             raise ValueError("freeze_bn and sync_bn exclude each other: frozen BatchNorm computes no statistics")
         if self.dataloader_drop_last:

@@ -26,6 +26,7 @@ from ..schedules import official_learning_rate
 from ..utils import write_atomic
 from .callbacks import AlphaScheduleCallback, EpochProgressCallback
 from .checkpoints import METHOD_STATE_NAME, RUN_RECORD_NAME, STAGING_PREFIX, last_checkpoint, mark_failed
+from .chunked import chunked_training_step
 
 EPOCH_LENGTHS = ("sampler", "dataset")
 # The reported models besides the last epoch's, each saved in output_dir as <name>.safetensors and <name>.json:
@@ -219,13 +220,7 @@ class AdUniTrainer(Trainer):
         pixel_values, labels = inputs["pixel_values"], inputs["labels"]
         if pixel_values.ndim == 5:  # training: (B, V, 3, H, W)
             self._batch_labels = labels
-            if self.encoder_mode == "eval":  # the Trainer has just put the whole model in train mode
-                self.model.base_model.eval()
-            if getattr(self.args, "freeze_bn", False):
-                for module in batch_norm_layers(self.model):
-                    module.eval()
-            if hasattr(self.loss_fn, "set_epoch"):  # losses that change during training (LDAM's deferred weights)
-                self.loss_fn.set_epoch(self.epoch_index(), math.ceil(self.args.num_train_epochs))
+            self._prepare_training_forward()
             if hasattr(self.loss_fn, "forward_views"):  # methods with their own forward (PaCo's key encoder)
                 loss, logits = self.loss_fn.forward_views(model, pixel_values, labels, alpha=self.alpha)
             else:
@@ -240,9 +235,30 @@ class AdUniTrainer(Trainer):
         outputs = model(pixel_values=pixel_values, labels=labels)  # evaluation: one view, CE as eval_loss
         return (outputs.loss, {"logits": outputs.logits}) if return_outputs else outputs.loss
 
-    # ---- numerical guard -----------------------------------------------------------------------------------
+    def _prepare_training_forward(self) -> None:
+        """What a training forward needs after the Trainer's `model.train()`: the frozen parts in eval mode, and the
+        loss told the epoch."""
+        if self.encoder_mode == "eval":  # the Trainer has just put the whole model in train mode
+            self.model.base_model.eval()
+        if getattr(self.args, "freeze_bn", False):
+            for module in batch_norm_layers(self.model):
+                module.eval()
+        if hasattr(self.loss_fn, "set_epoch"):  # losses that change during training (LDAM's deferred weights)
+            self.loss_fn.set_epoch(self.epoch_index(), math.ceil(self.args.num_train_epochs))
+
+    # ---- a training step; the numerical guard --------------------------------------------------------------
     def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
-        loss = super().training_step(model, inputs, num_items_in_batch)
+        chunk_rows = getattr(self.args, "contrast_chunk_size", None)
+        if chunk_rows and inputs["pixel_values"].ndim == 5:  # the whole batch's loss, one chunk's activations
+            model.train()
+            inputs = self._prepare_inputs(inputs)
+            self._prepare_training_forward()
+            with self.compute_loss_context_manager():
+                loss = chunked_training_step(self, model, inputs["pixel_values"], inputs["labels"], chunk_rows)
+            self._count_contrast_set()
+            self._count_class_losses()
+        else:
+            loss = super().training_step(model, inputs, num_items_in_batch)
         self._check_finite(model, loss)
         return loss
 
