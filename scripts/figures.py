@@ -18,9 +18,15 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", help="cross-validation output folders (with cv_results.json)")
     parser.add_argument("--output", required=True, help="folder for the PNG files")
     parser.add_argument("--fold", type=int, default=0, help="the fold whose models the per-run figures use")
+    parser.add_argument(
+        "--detail",
+        nargs="+",
+        help="draw the per-run figures only for these runs (labels such as 'aduni', 'ce', "
+        "'aduni + upsample'); default: every run",
+    )
     args = parser.parse_args()
     try:
-        written = experiment_figures(args.runs, args.output, fold=args.fold)
+        written = experiment_figures(args.runs, args.output, fold=args.fold, detailed=args.detail)
     except FileNotFoundError as err:
         sys.exit(f"error: {err}")
     for path in written:

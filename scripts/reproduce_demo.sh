@@ -31,4 +31,4 @@ done
 
 python scripts/compare.py "$OUT"/* --output docs/results
 python scripts/compare.py "$OUT"/* --model best_validation --output docs/results/best_validation
-python scripts/figures.py "$OUT"/* --output docs/results/figures
+python scripts/figures.py "$OUT"/* --output docs/results/figures --detail aduni ce decouple paco

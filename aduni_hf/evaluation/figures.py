@@ -162,7 +162,8 @@ def per_class_f1_figure(
     for i, label in enumerate(labels):
         mean = [runs[label]["mean"]["f1"][name] for name in class_names]
         std = [runs[label]["std"]["f1"][name] for name in class_names]
-        axis.bar(x + (i - (len(labels) - 1) / 2) * width, mean, width, yerr=std, capsize=2,
+        below = [min(s, m) for m, s in zip(mean, std, strict=True)]  # F1 is never below 0: clip the bar there
+        axis.bar(x + (i - (len(labels) - 1) / 2) * width, mean, width, yerr=[below, std], capsize=2,
                  color=colours(i % colours.N), label=label)  # fmt: skip
     axis.set_xticks(x, class_names, rotation=30 if len(class_names) > 7 else 0)
     axis.set_xlabel("class")

@@ -62,8 +62,11 @@ def fold_test_outputs(directory: Path) -> dict[str, Any]:
             "class_names": names}  # fmt: skip
 
 
-def experiment_figures(run_dirs: Sequence[str | Path], output: str | Path, fold: int = 0) -> list[Path]:
-    """Write the cross-run figures of the cross-validation folders `run_dirs` into `output`; returns the files."""
+def experiment_figures(
+    run_dirs: Sequence[str | Path], output: str | Path, fold: int = 0, detailed: Sequence[str] | None = None
+) -> list[Path]:
+    """Write the cross-run figures of the cross-validation folders `run_dirs` into `output`; returns the files.
+    The per-run figures (loss, t-SNE, confusion) are drawn for the runs labelled in `detailed` (default: all)."""
     output = Path(output)
     runs = {}
     for directory in map(Path, run_dirs):
@@ -79,6 +82,8 @@ def experiment_figures(run_dirs: Sequence[str | Path], output: str | Path, fold:
         )
     ]
     for label, (directory, _) in runs.items():
+        if detailed is not None and label not in detailed:
+            continue
         run = fold_dir(directory, fold)
         if not (run / "test_results.json").is_file():
             continue
