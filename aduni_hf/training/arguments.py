@@ -311,6 +311,13 @@ class AdUniTrainingArguments(TrainingArguments):
             "and results are removed first). Without it a finished run is refused and an interrupted one resumed."
         },
     )
+    channels_last: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the model and the images in channels_last memory format (NHWC), which the convolution "
+            "kernels of current CPUs and GPUs run faster; the numbers are the same up to float rounding."
+        },
+    )
     contrast_chunk_size: int | None = field(
         default=None,
         metadata={

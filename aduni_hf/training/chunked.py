@@ -77,6 +77,7 @@ def chunked_training_step(
     unwrapped = trainer.accelerator.unwrap_model(model)
     batch, views = pixel_values.shape[:2]
     rows = pixel_values.transpose(0, 1).reshape(views * batch, *pixel_values.shape[2:])
+    rows = rows.contiguous(memory_format=getattr(trainer, "memory_format", torch.contiguous_format))
     chunks = rows.split(chunk_rows)
     device = rows.device
 

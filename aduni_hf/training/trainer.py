@@ -158,6 +158,11 @@ class AdUniTrainer(Trainer):
                     parameter.requires_grad_(False)
         if getattr(self.args, "sync_bn", False):
             self._convert_to_sync_batch_norm()
+        self.memory_format = (
+            torch.channels_last if getattr(self.args, "channels_last", False) else torch.contiguous_format
+        )
+        if self.memory_format is torch.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         # One compact line per epoch (and a bar in a terminal) instead of a dict per log.
         self.remove_callback(ProgressCallback)
         self.remove_callback(PrinterCallback)
@@ -226,12 +231,14 @@ class AdUniTrainer(Trainer):
             else:
                 batch, views = pixel_values.shape[:2]
                 view_major = pixel_values.transpose(0, 1).reshape(views * batch, *pixel_values.shape[2:])
+                view_major = view_major.contiguous(memory_format=self.memory_format)
                 outputs = model(pixel_values=view_major)
                 loss = self.loss_fn.from_outputs(outputs, labels, alpha=self.alpha)
                 logits = outputs.logits[:batch]
             self._count_contrast_set()
             self._count_class_losses()
             return (loss, {"logits": logits}) if return_outputs else loss
+        pixel_values = pixel_values.contiguous(memory_format=self.memory_format)
         outputs = model(pixel_values=pixel_values, labels=labels)  # evaluation: one view, CE as eval_loss
         return (outputs.loss, {"logits": outputs.logits}) if return_outputs else outputs.loss
 

@@ -222,3 +222,18 @@ def test_per_class_losses_are_logged_and_drop_last_train_batch_keeps_full_batche
     assert set(per_class) == {c for c in range(10) if f"class_loss_LABEL_{c}" in log}
     weighted = sum(counts[c].item() * value for c, value in per_class.items()) / counts.sum().item()
     assert weighted == pytest.approx(log["loss"], rel=1e-4)
+
+
+def test_channels_last_trains_the_same_step_up_to_rounding(tmp_path, splits):
+    """channels_last changes the memory layout only: one official step gives the same weights to float rounding."""
+    weights = []
+    for channels_last in (False, True):
+        trainer = make_trainer(tmp_path / str(channels_last), splits, epochs=1, max_steps=1,
+                               channels_last=channels_last)  # fmt: skip
+        trainer.train()
+        if channels_last:
+            assert trainer.model.aduni.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+        weights.append({k: v.detach().clone() for k, v in trainer.model.state_dict().items()})
+    for name, value in weights[0].items():
+        if value.is_floating_point():
+            assert torch.allclose(weights[1][name], value, rtol=1e-4, atol=1e-5), name
