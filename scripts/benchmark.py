@@ -1,4 +1,10 @@
 """Benchmarks. `data`: data-loading throughput of the two-view training pipeline, with and without pre-resizing.
+`train`: training images/s at a given size with AduC and two views: a plain loop in the style of the official
+code (NCHW, fp32) against the same loop with our switches and against `AdUniTrainer`, the share of the machine's
+measured matmul peak that the step reaches, and the peak memory of aduni, paco and contrast_chunk_size.
+
+python scripts/benchmark.py train [--image_size 384] [--batch_size 16] [--steps 4] [--warmup 2]
+    [--chunk_sizes 8] [--output results.json]
 
 python scripts/benchmark.py data [--num_images 24] [--width 3000] [--height 2000] [--image_size 384]
     [--workers 0 2] [--output results.json]
@@ -21,6 +27,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -119,6 +126,149 @@ def run_data(args: argparse.Namespace) -> None:
             json.dump([asdict(r) for r in results], handle, indent=2)
 
 
+# ---- training throughput ------------------------------------------------------------------------------------
+class SyntheticViews(torch.utils.data.Dataset):
+    """Fixed random two-view items: the training step alone, without decoding or augmentation."""
+
+    def __init__(self, num_items: int, image_size: int, num_classes: int = 7, seed: int = 0) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.pixels = torch.randn(num_items, 2, 3, image_size, image_size, generator=generator)
+        self.labels = [int(i % num_classes) for i in range(num_items)]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        index = index.index if hasattr(index, "index") else int(index)
+        return {"pixel_values": self.pixels[index], "labels": self.labels[index]}
+
+
+def _model(image_size: int, num_classes: int = 7):
+    from aduni_hf import AdUniConfig, AdUniForImageClassification
+
+    torch.manual_seed(0)
+    return AdUniForImageClassification(AdUniConfig(num_labels=num_classes, image_size=image_size))
+
+
+def plain_loop_seconds(
+    image_size: int, batch_size: int, steps: int, warmup: int, channels_last: bool = False
+) -> tuple[float, float]:
+    """Seconds per step of a hand-written loop in the official style (SGD, AduC on the view-major batch, fp32;
+    NCHW unless `channels_last`), and the FLOPs of one step (forward and backward, torch's flop counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from aduni_hf.losses import AduCLoss
+
+    model = _model(image_size).train()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
+    loss_fn = AduCLoss(7, class_counts=[3, 3, 2, 2, 2, 2, 2])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    data = SyntheticViews(batch_size, image_size)
+    views = data.pixels.transpose(0, 1).reshape(2 * batch_size, 3, image_size, image_size)
+    views = views.contiguous(memory_format=memory_format)
+    labels = torch.tensor(data.labels)
+
+    def step() -> None:
+        outputs = model(pixel_values=views)
+        loss = loss_fn(outputs.features, outputs.logits, labels, alpha=0.5)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps, float(counter.get_total_flops())
+
+
+def trainer_seconds(image_size: int, batch_size: int, steps: int, warmup: int, **switches) -> float:
+    """Seconds per optimiser step of `AdUniTrainer` on the same synthetic batch (its own timing of the steps
+    after `warmup`), with the recipe `switches` (channels_last, contrast_chunk_size, ...)."""
+    from transformers import TrainerCallback
+
+    from aduni_hf.losses import AduCLoss
+    from aduni_hf.training import AdUniTrainer, AdUniTrainingArguments
+    from aduni_hf.training.callbacks import EpochProgressCallback
+
+    class StepTimes(TrainerCallback):
+        def __init__(self):
+            self.times = []
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.times.append(time.perf_counter())
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.times.append(time.perf_counter())
+
+    timer = StepTimes()
+    with tempfile.TemporaryDirectory(prefix="aduni-benchmark-") as output_dir:
+        args = AdUniTrainingArguments(
+            output_dir=output_dir, per_device_train_batch_size=batch_size, max_steps=warmup + steps,
+            warmup_epochs=0, logging_strategy="no", eval_strategy="no", save_strategy="no", report_to=[],
+            disable_tqdm=True, figures=False, **switches,
+        )  # fmt: skip
+        trainer = AdUniTrainer(
+            model=_model(image_size), args=args, loss_fn=AduCLoss(7, class_counts=[3, 3, 2, 2, 2, 2, 2]),
+            train_dataset=SyntheticViews(batch_size * (warmup + steps), image_size),
+            data_collator=collate_views,
+        )  # fmt: skip
+        trainer.remove_callback(EpochProgressCallback)  # no console line per epoch in a benchmark
+        trainer.add_callback(timer)
+        trainer.train()
+    begins, ends = timer.times[0::2], timer.times[1::2]
+    return sum(end - begin for begin, end in zip(begins[warmup:], ends[warmup:], strict=True)) / steps
+
+
+def matmul_peak_flops(size: int = 2048, repeats: int = 5) -> float:
+    """The machine's fp32 matmul FLOP/s (best of `repeats` size x size products), the roof a step is held to."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = min(_time(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return 2 * size**3 / best
+
+
+def _time(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def run_train(args: argparse.Namespace) -> None:
+    """The `train` sub-command: every pair measured in this run, on this machine."""
+    size, batch, steps, warmup = args.image_size, args.batch_size, args.steps, args.warmup
+    results: dict[str, float] = {}
+    official, flops = plain_loop_seconds(size, batch, steps, warmup)
+    ours_plain, _ = plain_loop_seconds(size, batch, steps, warmup, channels_last=True)
+    trainer = trainer_seconds(size, batch, steps, warmup, channels_last=True)
+    peak = matmul_peak_flops()
+    results.update(
+        official_style_images_per_second=batch / official,
+        hand_loop_channels_last_images_per_second=batch / ours_plain,
+        trainer_channels_last_images_per_second=batch / trainer,
+        speedup_over_official_style=official / trainer,
+        trainer_overhead=trainer / ours_plain - 1,
+        step_gflop=flops / 1e9,
+        matmul_peak_gflops=peak / 1e9,
+        official_style_share_of_peak=flops / official / peak,
+        trainer_share_of_peak=flops / trainer / peak,
+    )
+    for chunk in args.chunk_sizes:
+        seconds = trainer_seconds(size, batch, steps, warmup, channels_last=True, contrast_chunk_size=chunk)
+        results[f"trainer_chunk{chunk}_images_per_second"] = batch / seconds
+    print(f"training at {size}x{size}, batch {batch} images (two views each), {steps} timed steps:")
+    for key, value in results.items():
+        print(f"  {key:48} {value:10.3f}")
+    if args.output:
+        with open(args.output, "w") as handle:
+            json.dump({"image_size": size, "batch_size": batch, **results}, handle, indent=2)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -132,6 +282,14 @@ def main(argv: list[str] | None = None) -> None:
     data.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     data.add_argument("--output", default=None, help="also write the results as JSON")
     data.set_defaults(run=run_data)
+    train = commands.add_parser("train", help="training images/s, share of matmul peak, Trainer overhead")
+    train.add_argument("--image_size", type=int, default=384)
+    train.add_argument("--batch_size", type=int, default=16)
+    train.add_argument("--steps", type=int, default=4)
+    train.add_argument("--warmup", type=int, default=2)
+    train.add_argument("--chunk_sizes", type=int, nargs="*", default=[8])
+    train.add_argument("--output", default=None, help="also write the results as JSON")
+    train.set_defaults(run=run_train)
     args = parser.parse_args(argv)
     args.run(args)
 
