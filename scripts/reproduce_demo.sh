@@ -29,6 +29,9 @@ for fold in 0 1 2 3 4; do
   done
 done
 
-python scripts/compare.py "$OUT"/* --output docs/results
-python scripts/compare.py "$OUT"/* --model best_validation --output docs/results/best_validation
-python scripts/figures.py "$OUT"/* --output docs/results/figures --detail aduni ce decouple paco
+DIRS=()
+for run in "${RUNS[@]}"; do DIRS+=("$OUT/${run/+/_}"); done
+python scripts/compare.py "${DIRS[@]}" --output docs/results
+python scripts/compare.py "${DIRS[@]}" --model best_validation --output docs/results/best_validation
+python scripts/compare.py "${DIRS[@]}" --model official_test_selection --output docs/results/official_test_selection
+python scripts/figures.py "${DIRS[@]}" --output docs/results/figures --detail aduni ce decouple paco
