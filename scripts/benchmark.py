@@ -187,12 +187,14 @@ def plain_loop_seconds(
     return (time.perf_counter() - start) / steps, float(counter.get_total_flops())
 
 
-def trainer_seconds(image_size: int, batch_size: int, steps: int, warmup: int, **switches) -> float:
+def trainer_seconds(
+    image_size: int, batch_size: int, steps: int, warmup: int, method: str = "aduni", **switches
+) -> float:
     """Seconds per optimiser step of `AdUniTrainer` on the same synthetic batch (its own timing of the steps
     after `warmup`), with the recipe `switches` (channels_last, contrast_chunk_size, ...)."""
     from transformers import TrainerCallback
 
-    from aduni_hf.losses import AduCLoss
+    from aduni_hf.losses import AduCLoss, build_loss
     from aduni_hf.training import AdUniTrainer, AdUniTrainingArguments
     from aduni_hf.training.callbacks import EpochProgressCallback
 
@@ -213,8 +215,15 @@ def trainer_seconds(image_size: int, batch_size: int, steps: int, warmup: int, *
             warmup_epochs=0, logging_strategy="no", eval_strategy="no", save_strategy="no", report_to=[],
             disable_tqdm=True, figures=False, **switches,
         )  # fmt: skip
+        model = _model(image_size)
+        counts = [3, 3, 2, 2, 2, 2, 2]
+        loss_fn = (
+            AduCLoss(7, class_counts=counts)
+            if method == "aduni"
+            else build_loss(method, 7, counts, model=model, queue_size=max(batch_size, 8 * batch_size))
+        )
         trainer = AdUniTrainer(
-            model=_model(image_size), args=args, loss_fn=AduCLoss(7, class_counts=[3, 3, 2, 2, 2, 2, 2]),
+            model=model, args=args, loss_fn=loss_fn,
             train_dataset=SyntheticViews(batch_size * (warmup + steps), image_size),
             data_collator=collate_views,
         )  # fmt: skip
@@ -223,6 +232,46 @@ def trainer_seconds(image_size: int, batch_size: int, steps: int, warmup: int, *
         trainer.train()
     begins, ends = timer.times[0::2], timer.times[1::2]
     return sum(end - begin for begin, end in zip(begins[warmup:], ends[warmup:], strict=True)) / steps
+
+
+def _step_memory(queue, method: str, image_size: int, batch_size: int, chunk: int | None) -> None:
+    """In a fresh process: the peak resident memory above the starting one during two training steps (MB),
+    sampled every 2 ms (the process's maximum RSS would also count the imports' transient peak)."""
+    import threading
+
+    import psutil
+
+    process, peak, done = psutil.Process(), [0], threading.Event()
+    baseline = process.memory_info().rss
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss)
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    seconds = trainer_seconds(image_size, batch_size, 1, 1, method=method, contrast_chunk_size=chunk)
+    done.set()
+    sampler.join()
+    queue.put(((peak[0] - baseline) / 2**20, seconds))
+
+
+def step_memory_mb(
+    method: str, image_size: int, batch_size: int, chunk: int | None = None
+) -> tuple[float, float]:
+    """(peak memory growth in MB, seconds per step) of `method` (aduni or paco) on the CPU, in its own process so
+    that earlier measurements do not raise the peak. On a GPU the same comparison reads
+    torch.cuda.max_memory_allocated."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_step_memory, args=(queue, method, image_size, batch_size, chunk))
+    process.start()
+    result = queue.get()
+    process.join()
+    return result
 
 
 def matmul_peak_flops(size: int = 2048, repeats: int = 5) -> float:
@@ -261,6 +310,10 @@ def run_train(args: argparse.Namespace) -> None:
     for chunk in args.chunk_sizes:
         seconds = trainer_seconds(size, batch, steps, warmup, channels_last=True, contrast_chunk_size=chunk)
         results[f"trainer_chunk{chunk}_images_per_second"] = batch / seconds
+    if args.memory:
+        for method, chunk in [("aduni", None), ("paco", None), *(("aduni", c) for c in args.chunk_sizes)]:
+            megabytes, _ = step_memory_mb(method, size, batch, chunk)
+            results[f"peak_memory_mb_{method}" + (f"_chunk{chunk}" if chunk else "")] = megabytes
     print(f"training at {size}x{size}, batch {batch} images (two views each), {steps} timed steps:")
     for key, value in results.items():
         print(f"  {key:48} {value:10.3f}")
@@ -288,6 +341,7 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--steps", type=int, default=4)
     train.add_argument("--warmup", type=int, default=2)
     train.add_argument("--chunk_sizes", type=int, nargs="*", default=[8])
+    train.add_argument("--memory", action="store_true", help="also the peak memory of aduni, paco and chunks")
     train.add_argument("--output", default=None, help="also write the results as JSON")
     train.set_defaults(run=run_train)
     args = parser.parse_args(argv)
