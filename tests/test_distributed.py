@@ -20,18 +20,22 @@ def test_aduc_on_two_processes_equals_one_process_on_the_global_batch(tmp_path):
     assert result_file.read_text() == "ok"
 
 
+def _launch_two_processes(script: str, port: int, *arguments: str) -> subprocess.CompletedProcess:
+    """`accelerate launch --multi_gpu --num_processes 2 scripts/<script> ...`: two gloo processes on this CPU."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+               str(port), str(REPO / "scripts" / script), *arguments]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+
+
 @pytest.mark.slow
 def test_demo_trains_on_two_processes(tmp_path):
     output_dir = tmp_path / "out"
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29518",
-        str(REPO / "scripts" / "train.py"), str(REPO / "configs" / "demo.yaml"),
-        "--num_train_epochs", "1", "--output_dir", str(output_dir),
-    ]  # fmt: skip
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=600, cwd=REPO, env=dict(os.environ)
-    )
+    result = _launch_two_processes(
+        "train.py", 29518, str(REPO / "configs" / "demo.yaml"), "--num_train_epochs", "1", "--output_dir",
+        str(output_dir),
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((output_dir / "test_results.json").read_text())
     assert 0 <= results["test_macro_f1"] <= 1
@@ -48,14 +52,10 @@ def test_demo_trains_on_two_processes(tmp_path):
 @pytest.mark.slow
 def test_cross_validation_runs_under_accelerate_launch_with_two_processes(tmp_path):
     output_dir = tmp_path / "cv"
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29519",
-        str(REPO / "scripts" / "cross_validate.py"), str(REPO / "configs" / "demo.yaml"), "--folds", "0,1",
-        "--max_steps", "2", "--image_size", "16", "--eval_strategy", "no", "--output_dir", str(output_dir),
-    ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+    result = _launch_two_processes(
+        "cross_validate.py", 29519, str(REPO / "configs" / "demo.yaml"), "--folds", "0,1", "--max_steps", "2",
+        "--image_size", "16", "--eval_strategy", "no", "--output_dir", str(output_dir),
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((output_dir / "cv_results.json").read_text())
     assert sorted(results["folds"]) == ["0", "1"] and results["recipe"]["per_device_train_batch_size"] == 64

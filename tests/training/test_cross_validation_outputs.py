@@ -7,36 +7,15 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import ModelCard
-from huggingface_hub.utils import filter_repo_objects
 
 from aduni_hf.hub.push import PushError
 from aduni_hf.training import ARGUMENT_CLASSES, parse_recipe
 from aduni_hf.training.cross_validate import CrossValidationArguments, run_cross_validation
 from tests.training.test_cli import DEMO
+from tests.training.test_push_to_hub import FakeHubApi
 
 QUICK = ["--image_size", "16", "--max_steps", "2", "--per_device_train_batch_size", "16", "--logging_strategy",
          "steps", "--logging_steps", "1", "--save_strategy", "steps", "--save_steps", "1"]  # fmt: skip
-
-
-class FakeHubApi:
-    """Records what would be uploaded: the files of `folder_path` that the allow patterns select."""
-
-    uploads: list = []
-
-    def __init__(self, token=None):
-        self.token = token
-
-    def create_repo(self, repo_id, private=None, exist_ok=False):
-        return repo_id
-
-    def upload_folder(
-        self, repo_id, folder_path, allow_patterns=None, ignore_patterns=None, commit_message=""
-    ):
-        folder = Path(folder_path)
-        every = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
-        chosen = filter_repo_objects(every, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns)
-        FakeHubApi.uploads.append((repo_id, sorted(chosen)))
-        return f"https://huggingface.co/{repo_id}/commit/0"
 
 
 def _cross_validate(output_dir, *flags):
@@ -76,7 +55,8 @@ def test_the_summary_card_parses_and_carries_the_cross_validation_means(pushed):
 
 def test_the_push_uploads_the_summary_and_the_final_fold_models_only(pushed):
     output_dir, _ = pushed
-    repo_id, files = FakeHubApi.uploads[-1]
+    repo_id, uploaded = FakeHubApi.uploads[-1]
+    files = sorted(uploaded)
     assert repo_id == "someone/aduni-demo-cv"
     for name in ("README.md", "cv_results.json", "cv_results.md", "figures/per_class_f1.png",
                  "fold_0/model.safetensors", "fold_0/config.json", "fold_0/modeling_aduni.py",
