@@ -157,7 +157,8 @@ def per_class_f1_figure(
     labels = list(runs)
     width = 0.8 / max(1, len(labels))
     x = np.arange(len(class_names))
-    figure, axis = plt.subplots(figsize=(max(7.0, 0.9 * len(class_names) * max(1, len(labels)) / 3), 4.5))
+    width_inches = min(16.0, max(7.0, 0.12 * len(class_names) * len(labels) + 3))
+    figure, axis = plt.subplots(figsize=(width_inches, 4.8))
     colours = plt.get_cmap("tab20")
     for i, label in enumerate(labels):
         mean = [runs[label]["mean"]["f1"][name] for name in class_names]
@@ -170,6 +171,6 @@ def per_class_f1_figure(
     axis.set_ylabel("F1 on the test folds (mean ± std)")
     axis.set_ylim(0, 1.05)
     axis.set_title(title or "Per-class F1 by method")
-    axis.legend(fontsize=7, ncol=min(4, len(labels)), loc="lower left")
+    axis.legend(fontsize=8, ncol=min(7, len(labels)), loc="upper center", bbox_to_anchor=(0.5, -0.14))
     axis.grid(axis="y", alpha=0.3)
     return _save(figure, path)
