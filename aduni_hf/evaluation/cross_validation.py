@@ -75,7 +75,7 @@ def paper_format(mean: float, std: float) -> str:
 
 
 def results_markdown(results: Mapping[str, Any]) -> str:
-    """`cv_results.md`: for every reported model, the summary metrics and per-class F1 over folds, then every fold,
+    """The markdown summary of a cross-validation: for every reported model, the summary metrics and per-class F1 over folds, then every fold,
     in the paper's format."""
     lines = [f"# {results['title']}", ""]
     for key in REPORTED_MODELS:

@@ -11,7 +11,7 @@ from huggingface_hub import HfApi
 # What a cross-validation folder uploads: the summary, its figures and every fold's final model folder, without
 # checkpoints, stage folders or the selection weights (the final model is each fold's model.safetensors).
 CV_ALLOW_PATTERNS = (
-    "README.md", "cv_results.json", "cv_results.md", "cv_recipe.json", "figures/*",
+    "README.md", "cv_results.*", "cv_recipe.json", "figures/*",
     "fold_*/config.json", "fold_*/model.safetensors", "fold_*/preprocessor_config.json", "fold_*/*.py",
     "fold_*/README.md", "fold_*/*_results.json", "fold_*/run_config.yaml", "fold_*/figures/*",
 )  # fmt: skip

@@ -3,7 +3,7 @@
     output_dir/fold_<k>/      a normal training run with test_fold k (scripts/train.py's folder)
     output_dir/cv_recipe.json the recipe every fold trains with (written before the first fold)
     output_dir/cv_results.json per fold and mean/std of accuracy, macro-F1, balanced accuracy, per-class F1
-    output_dir/cv_results.md  the same in the paper's format (0.878 ± 4.36e-03)
+    output_dir/cv_results (.md) the same as a markdown table in the paper's format (0.878 ± 4.36e-03)
 
 A fold whose folder holds test_results.json (written last by a run) is finished and not trained again; a fold
 killed mid-way resumes from its last checkpoint (`run_training`). A recipe that differs from cv_recipe.json in a
@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 CV_RECIPE_NAME = "cv_recipe.json"
 CV_RESULTS_NAME = "cv_results.json"
-CV_MARKDOWN_NAME = "cv_results.md"
+CV_MARKDOWN_NAME = f"{Path(CV_RESULTS_NAME).stem}.md"  # the markdown twin of cv_results.json
 FOLD_PREFIX = "fold_"
 # Fields that differ from fold to fold, or do not change a fold's result (checkpoints.RESUMABLE_FIELDS).
 PER_FOLD_FIELDS = frozenset({"test_fold", *RESUMABLE_FIELDS})
@@ -209,7 +209,7 @@ def run_cross_validation(
     folds: list[int],
 ) -> dict[str, Any]:
     """Train and test one fresh model per fold in `folds` into output_dir/fold_<k>, then write cv_results.json
-    and cv_results.md over every finished fold of output_dir. Returns the cv_results.json content."""
+    and its markdown table (`CV_MARKDOWN_NAME`) over every finished fold of output_dir. Returns the cv_results.json content."""
     training_args.device  # noqa: B018  (sets up the processes: process_index is 0 everywhere before it)
     output_dir = Path(training_args.output_dir)
     recipe = cv_recipe(model_args, data_args, method_args, training_args)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from aduni_hf.evaluation.cross_validation import mean_std, paper_format, results_markdown, summarise_folds
-from aduni_hf.training.cross_validate import CV_RECIPE_NAME, parse_folds
+from aduni_hf.training.cross_validate import CV_MARKDOWN_NAME, CV_RECIPE_NAME, parse_folds
 from tests.training.test_cli import DEMO
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,7 +97,7 @@ def test_two_folds_resume_and_refuse_another_recipe(tmp_path):
     accuracies = [results["folds"][k]["accuracy"] for k in ("0", "1")]
     assert results["mean"]["accuracy"] == pytest.approx(sum(accuracies) / 2)
     assert results["std"]["accuracy"] == pytest.approx(statistics.stdev(accuracies))
-    markdown = (out / "cv_results.md").read_text()
+    markdown = (out / CV_MARKDOWN_NAME).read_text()
     assert paper_format(results["mean"]["macro_f1"], results["std"]["macro_f1"]) in markdown
 
     # A fold killed after its checkpoint and before its test results resumes; the finished fold is not retrained.

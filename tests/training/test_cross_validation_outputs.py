@@ -10,7 +10,7 @@ from huggingface_hub import ModelCard
 
 from aduni_hf.hub.push import PushError
 from aduni_hf.training import ARGUMENT_CLASSES, parse_recipe
-from aduni_hf.training.cross_validate import CrossValidationArguments, run_cross_validation
+from aduni_hf.training.cross_validate import CV_MARKDOWN_NAME, CrossValidationArguments, run_cross_validation
 from tests.training.test_cli import DEMO
 from tests.training.test_push_to_hub import FakeHubApi
 
@@ -58,7 +58,7 @@ def test_the_push_uploads_the_summary_and_the_final_fold_models_only(pushed):
     repo_id, uploaded = FakeHubApi.uploads[-1]
     files = sorted(uploaded)
     assert repo_id == "someone/aduni-demo-cv"
-    for name in ("README.md", "cv_results.json", "cv_results.md", "figures/per_class_f1.png",
+    for name in ("README.md", "cv_results.json", CV_MARKDOWN_NAME, "figures/per_class_f1.png",
                  "fold_0/model.safetensors", "fold_0/config.json", "fold_0/modeling_aduni.py",
                  "fold_0/test_results.json", "fold_0/README.md"):  # fmt: skip
         assert name in files, name
