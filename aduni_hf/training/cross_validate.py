@@ -137,8 +137,8 @@ def collect_results(
     )
     class_names = description["class_names"]
     per_fold = {}
-    for fold in finished:
-        test_results = json.loads((fold_dir(output_dir, fold) / FINISHED_NAME).read_text())
+    tests = {fold: json.loads((fold_dir(output_dir, fold) / FINISHED_NAME).read_text()) for fold in finished}
+    for fold, test_results in tests.items():
         per_fold[fold] = fold_metrics(test_results, class_names)
         per_fold[fold]["seconds"] = seconds.get(str(fold))
     summary = summarise_folds(per_fold, class_names)
@@ -154,9 +154,6 @@ def collect_results(
     ) in REPORTED_MODELS.items():  # the other reported models, where every fold has them
         if key == "last_epoch":
             continue
-        tests = {
-            fold: json.loads((fold_dir(output_dir, fold) / FINISHED_NAME).read_text()) for fold in finished
-        }
         if not tests or any(f"{prefix}_accuracy" not in test for test in tests.values()):
             continue
         chosen = {fold: fold_metrics(test, class_names, prefix=prefix) for fold, test in tests.items()}

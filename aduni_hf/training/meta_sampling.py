@@ -53,6 +53,15 @@ class MetaSamplingTrainer(AdUniTrainer):
                 "belongs to one optimiser step per batch; set it to 1 for balms"
             )
         self._meta_keys: tuple[int, list[DrawKey]] | None = None  # (meta epoch, its keys)
+        self._meta_sampler = None  # the class-aware sampler of the meta batches, built on first use
+        # Read once: the label column (an Arrow read) and what follows from it
+        self._class_counts = torch.bincount(
+            torch.as_tensor(self.train_dataset.labels), minlength=self.loss_fn.num_classes
+        )
+        # MetaSampler's epochs are floor(N / B) full batches (one process, no gradient accumulation)
+        self._batches_per_epoch = max(
+            1, int(self._class_counts.sum()) // self.args.per_device_train_batch_size
+        )
 
     def _get_train_sampler(self, train_dataset=None) -> MetaSampler:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -63,10 +72,15 @@ class MetaSamplingTrainer(AdUniTrainer):
     def meta_batch(self, step: int) -> tuple[Tensor, Tensor]:
         """The class-balanced meta batch of optimiser step `step`: pixel values (B, 3, H, W) and labels (B,)."""
         batch_size = self.args.per_device_train_batch_size
-        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        sampler = build_sampler(
-            META_BATCH_SAMPLER, self.train_dataset.labels, seed=seed + 1, num_classes=self.loss_fn.num_classes
-        )
+        if self._meta_sampler is None:  # built once: its draws are a pure function of (seed, epoch)
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            self._meta_sampler = build_sampler(
+                META_BATCH_SAMPLER,
+                self.train_dataset.labels,
+                seed=seed + 1,
+                num_classes=self.loss_fn.num_classes,
+            )
+        sampler = self._meta_sampler
         per_epoch = len(sampler) // batch_size
         if per_epoch < 1:
             raise ValueError(
@@ -99,7 +113,7 @@ class MetaSamplingTrainer(AdUniTrainer):
     def meta_step(self, images: Tensor, labels: Tensor) -> Tensor:
         """The meta step before optimiser step `state.global_step` on the batch (`images` (B, 3, H, W), `labels`)."""
         step = self.state.global_step
-        epoch, batch = divmod(step, self.steps_per_epoch())
+        epoch, batch = divmod(step, self._batches_per_epoch)
         draw = self.loss_fn.take_draw(epoch, batch, labels)
         meta_images, meta_labels = self.meta_batch(step)
         encoder, classifier = self.model.base_model, self.model.classifier
@@ -135,7 +149,8 @@ class MetaSamplingTrainer(AdUniTrainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # where the sampler stands: each class's share of the draws
-            shares = self._get_train_sampler().class_probabilities(0)
+            mass = self._class_counts.double() * self.loss_fn.sampling_weights().double().cpu()
+            shares = mass / mass.sum()  # MetaSampler.class_probabilities, without re-reading the labels
             names = self.model.config.id2label
             logs.update({f"meta_share_{names.get(c, c)}": float(s) for c, s in enumerate(shares)})
         super().log(logs, start_time)

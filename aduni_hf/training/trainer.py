@@ -146,9 +146,13 @@ class AdUniTrainer(Trainer):
         self.epoch_length = epoch_length
         self.run_dir = Path(run_dir if run_dir is not None else self.args.output_dir)
         self._batch_labels: torch.Tensor | None = None  # the last training batch's labels, for error messages
-        self._contrast_tally: torch.Tensor | None = None  # class counts of the contrast sets since the last log
+        self._contrast_tally: torch.Tensor | None = (
+            None  # class counts of the contrast sets since the last log
+        )
         self._contrast_sets = 0
-        self._class_loss_sum: torch.Tensor | None = None  # per-class sum and count of the loss since the last log
+        self._class_loss_sum: torch.Tensor | None = (
+            None  # per-class sum and count of the loss since the last log
+        )
         self._class_loss_count: torch.Tensor | None = None
         self.selection_test_dataset = selection_test_dataset
         self.selection_dir = Path(self.args.output_dir)  # a stage's folder stays its own after training
@@ -216,8 +220,14 @@ class AdUniTrainer(Trainer):
             batch = self.args.per_device_train_batch_size * self.args.world_size
             sampler = FirstDraws(sampler, max(1, len(dataset.labels) // batch) * batch)
         batch = self.args.per_device_train_batch_size * self.args.world_size
-        if getattr(self.args, "drop_last_train_batch", False) and len(sampler) % batch and len(sampler) > batch:
-            sampler = FirstDraws(sampler, len(sampler) // batch * batch)  # training only: evaluation keeps all
+        if (
+            getattr(self.args, "drop_last_train_batch", False)
+            and len(sampler) % batch
+            and len(sampler) > batch
+        ):
+            sampler = FirstDraws(
+                sampler, len(sampler) // batch * batch
+            )  # training only: evaluation keeps all
         return sampler
 
     # ---- loss -------------------------------------------------------------------------------------------
@@ -261,7 +271,9 @@ class AdUniTrainer(Trainer):
             inputs = self._prepare_inputs(inputs)
             self._prepare_training_forward()
             with self.compute_loss_context_manager():
-                loss = chunked_training_step(self, model, inputs["pixel_values"], inputs["labels"], chunk_rows)
+                loss = chunked_training_step(
+                    self, model, inputs["pixel_values"], inputs["labels"], chunk_rows
+                )
             self._count_contrast_set()
             self._count_class_losses()
         else:
@@ -359,8 +371,11 @@ class AdUniTrainer(Trainer):
             return
         values, labels = row_losses
         classes = self.model.config.num_labels
-        sums = torch.zeros(classes, dtype=torch.float64).index_add_(0, labels.cpu(), values.double().cpu())
-        counts = torch.bincount(labels.cpu(), minlength=classes).double()
+        # on the loss's device: no host synchronisation in the training step (read at log time only)
+        sums = torch.zeros(classes, dtype=torch.float64, device=values.device).index_add_(
+            0, labels, values.double()
+        )
+        counts = torch.bincount(labels, minlength=classes).double()
         if self._class_loss_sum is None:
             self._class_loss_sum, self._class_loss_count = sums, counts
         else:
@@ -372,10 +387,11 @@ class AdUniTrainer(Trainer):
         if self._class_loss_sum is None:
             return {}
         names = self.model.config.id2label
+        sums, counts = self._class_loss_sum.cpu(), self._class_loss_count.cpu()
         logs = {
-            f"class_loss_{names.get(c, c)}": float(self._class_loss_sum[c] / self._class_loss_count[c])
-            for c in range(len(self._class_loss_sum))
-            if self._class_loss_count[c] > 0
+            f"class_loss_{names.get(c, c)}": float(sums[c] / counts[c])
+            for c in range(len(sums))
+            if counts[c] > 0
         }
         self._class_loss_sum = self._class_loss_count = None
         return logs
@@ -387,7 +403,9 @@ class AdUniTrainer(Trainer):
             return metrics
         key = f"eval_{getattr(self.args, 'selection_metric', 'macro_f1')}"
         if key not in metrics:
-            raise KeyError(f"selection_metric: the validation metrics have no {key} (they have {sorted(metrics)})")
+            raise KeyError(
+                f"selection_metric: the validation metrics have no {key} (they have {sorted(metrics)})"
+            )
         best = self._read_selection(VALIDATION_SELECTION)
         if best is None or metrics[key] > best["value"]:
             self._save_selection(VALIDATION_SELECTION, {"metric": key, "value": metrics[key]})
@@ -415,7 +433,11 @@ class AdUniTrainer(Trainer):
             safetensors.torch.save_file(state, str(staging), metadata={"format": "pt"})
             os.replace(staging, directory / f"{name}.safetensors")
             # epoch: the Trainer's count when the evaluation ran (3.0: after the third epoch)
-            record = {**record, "epoch": round(self.state.epoch or 0.0, 4), "global_step": self.state.global_step}
+            record = {
+                **record,
+                "epoch": round(self.state.epoch or 0.0, 4),
+                "global_step": self.state.global_step,
+            }
             write_atomic(directory / f"{name}.json", json.dumps(record, indent=2))
         self.accelerator.wait_for_everyone()
 
