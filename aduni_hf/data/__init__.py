@@ -28,7 +28,7 @@ from .samplers import (
 from .sources import DATASETS, build_dataset
 from .transforms import AUGMENTATIONS, IMAGENET_MEAN, IMAGENET_STD, build_augmentation, eval_transform
 from .validation import DataValidationError, InvalidItem
-from .views import DrawKey, MultiViewDataset, SingleViewDataset, collate_views
+from .views import DrawKey, MultiViewDataset, SingleViewDataset, collate_views, view_major
 
 __all__ = [
     # build time
@@ -55,6 +55,7 @@ __all__ = [
     "MultiViewDataset",
     "SingleViewDataset",
     "collate_views",
+    "view_major",
     "SAMPLERS",
     "EpochSampler",
     "RandomEpochSampler",

@@ -82,3 +82,19 @@ def collate_views(items: list[dict[str, torch.Tensor | int]]) -> dict[str, torch
         "pixel_values": torch.stack([item["pixel_values"] for item in items]),
         "labels": torch.tensor([item["labels"] for item in items], dtype=torch.long),
     }
+
+
+def view_major(
+    pixel_values: torch.Tensor, memory_format: torch.memory_format = torch.contiguous_format
+) -> torch.Tensor:
+    """Training views (B, V, 3, H, W) as one batch of V*B rows, view 0 of every image first (the official
+    `torch.cat([views[0], views[1]])` order), laid out in `memory_format`, in a single copy."""
+    batch, views, channels, height, width = pixel_values.shape
+    if memory_format is torch.channels_last:  # (V, B, H, W, 3) in memory, seen as (V*B, 3, H, W)
+        rows = pixel_values.permute(1, 0, 3, 4, 2).reshape(views * batch, height, width, channels)
+        return rows.permute(0, 3, 1, 2)
+    return (
+        pixel_values.transpose(0, 1)
+        .reshape(views * batch, channels, height, width)
+        .contiguous(memory_format=memory_format)
+    )

@@ -257,6 +257,13 @@ class MethodArguments:
             raise ValueError(f"alpha_min={self.alpha_min} must not exceed alpha_max={self.alpha_max}")
 
 
+def default_bf16(use_cpu: bool, fp16: bool) -> bool:
+    """The `bf16` of a recipe that leaves it unset: on for a CUDA GPU with native bf16 kernels; off on the CPU
+    (faster only with AMX and large images, and the tests' exact comparisons are float32) and on older GPUs,
+    where fp16 is the user's choice (it needs loss scaling)."""
+    return not use_cpu and not fp16 and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
 @dataclass(repr=False)  # keep TrainingArguments.__repr__, which masks the Hub token; a generated one shows it
 class AdUniTrainingArguments(TrainingArguments):
     """`TrainingArguments` with the official AdUni optimisation recipe as the default (docs/method.md, "Schedules").
@@ -312,10 +319,26 @@ class AdUniTrainingArguments(TrainingArguments):
         },
     )
     channels_last: bool = field(
-        default=False,
+        default=True,
         metadata={
             "help": "Keep the model and the images in channels_last memory format (NHWC), which the convolution "
-            "kernels of current CPUs and GPUs run faster; the numbers are the same up to float rounding."
+            "kernels of current CPUs and GPUs run faster (README, \"Performance\"); the numbers are the same up to "
+            "float rounding. false: NCHW, as the released code."
+        },
+    )
+    bf16: bool | None = field(
+        default=None,
+        metadata={
+            "help": "bf16 autocast for the network; weights, optimiser and every loss stay float32. Default: on when "
+            "training on a CUDA GPU with bf16 (Ampere and newer), off on the CPU, where it pays only on processors "
+            "with AMX and at large images (README, \"Performance\"): set it there yourself."
+        },
+    )
+    dataloader_persistent_workers: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Keep the data-loader workers alive across epochs and evaluations. Default: on whenever "
+            "dataloader_num_workers > 0 (views are seeded by the sampler's keys, not by the worker)."
         },
     )
     contrast_chunk_size: int | None = field(
@@ -386,6 +409,13 @@ class AdUniTrainingArguments(TrainingArguments):
         return state
 
     def __post_init__(self) -> None:
+        if self.bf16 is None:
+            self.bf16 = default_bf16(self.use_cpu, self.fp16)
+        elif self.bf16 and not self.use_cpu and not torch.accelerator.is_available():
+            # transformers refuses bf16 without a GPU unless told the CPU is meant; here nothing else can train
+            self.use_cpu = True
+        if self.dataloader_persistent_workers is None:
+            self.dataloader_persistent_workers = self.dataloader_num_workers > 0
         if self.max_grad_norm is None:
             # Trainer clips to 1.0 unless told otherwise; the official loop has no clipping (docs/method.md,
             # "Schedules"), so the official recipe turns it off, and run_config.yaml shows the value in force.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from tqdm.auto import tqdm
 from transformers import IntervalStrategy, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
@@ -128,3 +129,24 @@ class EpochProgressCallback(TrainerCallback):
             self.bar.close()
             self.bar = None
         self.training = False
+
+
+def draw_as_a_new_iterator(loader) -> None:
+    """Draw from torch's RNG what `iter(loader)` would draw if it made a new iterator, when it will not.
+
+    A new DataLoader iterator takes its workers' base seed from the global RNG (or `loader.generator`); a
+    persistent loader that already has one resets it and draws nothing. Dropout and the other global draws would
+    then shift by one number per epoch and evaluation, and a run with persistent workers would train differently
+    from the same run without them, or with 0 workers. Called right before such a loader is iterated.
+    """
+    if getattr(loader, "persistent_workers", False) and getattr(loader, "_iterator", None) is not None:
+        torch.empty((), dtype=torch.int64).random_(generator=loader.generator)
+
+
+class PersistentWorkersCallback(TrainerCallback):
+    """Keeps the global random stream of training independent of `dataloader_persistent_workers`: before each
+    epoch whose training loader will reuse its workers, the draw a new iterator would have made."""
+
+    def on_epoch_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        if train_dataloader is not None:
+            draw_as_a_new_iterator(train_dataloader)

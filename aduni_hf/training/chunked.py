@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from ..data.views import view_major
+
 if TYPE_CHECKING:
     from .trainer import AdUniTrainer
 
@@ -76,8 +78,7 @@ def chunked_training_step(
         )
     unwrapped = trainer.accelerator.unwrap_model(model)
     batch, views = pixel_values.shape[:2]
-    rows = pixel_values.transpose(0, 1).reshape(views * batch, *pixel_values.shape[2:])
-    rows = rows.contiguous(memory_format=getattr(trainer, "memory_format", torch.contiguous_format))
+    rows = view_major(pixel_values, getattr(trainer, "memory_format", torch.contiguous_format))
     chunks = rows.split(chunk_rows)
     device = rows.device
 

@@ -14,6 +14,7 @@ from typing import Any
 import safetensors.torch
 import torch
 import torch.distributed as dist
+from accelerate.utils import DistributedType
 from huggingface_hub import ModelCard
 from torch import nn
 from torch.utils.data import Sampler
@@ -22,9 +23,15 @@ from transformers.trainer_callback import ExportableState, PrinterCallback, Prog
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy, rotate_checkpoints
 
 from ..data.samplers import EpochSampler, build_sampler
+from ..data.views import view_major
 from ..schedules import official_learning_rate
 from ..utils import write_atomic
-from .callbacks import AlphaScheduleCallback, EpochProgressCallback
+from .callbacks import (
+    AlphaScheduleCallback,
+    EpochProgressCallback,
+    PersistentWorkersCallback,
+    draw_as_a_new_iterator,
+)
 from .checkpoints import METHOD_STATE_NAME, RUN_RECORD_NAME, STAGING_PREFIX, last_checkpoint, mark_failed
 from .chunked import chunked_training_step
 
@@ -79,6 +86,10 @@ class NonFiniteTrainingError(RuntimeError):
 def _official_lr_factor(step: int, steps_per_epoch: int, base_lr: float, **schedule) -> float:
     """LambdaLR factor of optimiser step `step`: the official per-epoch learning rate over the base one."""
     return official_learning_rate(step // steps_per_epoch, base_lr=base_lr, **schedule) / base_lr
+
+
+# where the gradients are whole on every process after backward (no sharding, no DeepSpeed engine)
+PLAIN_DISTRIBUTED_TYPES = (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU)
 
 
 class AdUniTrainer(Trainer):
@@ -146,6 +157,8 @@ class AdUniTrainer(Trainer):
         self.epoch_length = epoch_length
         self.run_dir = Path(run_dir if run_dir is not None else self.args.output_dir)
         self._batch_labels: torch.Tensor | None = None  # the last training batch's labels, for error messages
+        self._loss_bad: torch.Tensor | None = None  # a non-finite loss since the last optimiser step
+        self._last_loss: torch.Tensor | None = None
         self._contrast_tally: torch.Tensor | None = (
             None  # class counts of the contrast sets since the last log
         )
@@ -156,6 +169,14 @@ class AdUniTrainer(Trainer):
         self._class_loss_count: torch.Tensor | None = None
         self.selection_test_dataset = selection_test_dataset
         self.selection_dir = Path(self.args.output_dir)  # a stage's folder stays its own after training
+        image_size = getattr(getattr(self.model, "config", None), "image_size", None)
+        if self.args.bf16 and self.args.device.type == "cpu" and image_size is not None and image_size < 32:
+            # torch's CPU bf16 convolution (oneDNN, torch 2.14) returns garbage weight gradients, finite or not, for a
+            # stride-2 3x3 convolution over a 1x1 map: a ResNet's layer4 below 32 px (README, "Performance").
+            raise ValueError(
+                f"bf16 on the CPU with image_size {image_size}: below 32 px the CPU's bf16 convolution computes "
+                "corrupt weight gradients in the last stage; set bf16 false or image_size >= 32"
+            )
         if getattr(self.args, "freeze_bn", False):
             for module in batch_norm_layers(self.model):
                 for parameter in module.parameters(recurse=False):
@@ -171,7 +192,10 @@ class AdUniTrainer(Trainer):
         self.remove_callback(ProgressCallback)
         self.remove_callback(PrinterCallback)
         self.add_callback(EpochProgressCallback())
+        self.add_callback(PersistentWorkersCallback())
         self.loss_fn = loss_fn.to(self.args.device)
+        if self.memory_format is torch.channels_last:  # a loss's own encoder (PaCo's key encoder) alike
+            self.loss_fn.to(memory_format=torch.channels_last)
         self.sampler_name = sampler
         self.model_card: ModelCard | None = None  # the results card; see create_model_card
         self.alpha_callback = next(
@@ -230,6 +254,30 @@ class AdUniTrainer(Trainer):
             )  # training only: evaluation keeps all
         return sampler
 
+    def get_eval_dataloader(self, eval_dataset=None) -> torch.utils.data.DataLoader:
+        """The Trainer's evaluation loader, kept per data set under persistent workers.
+
+        With `dataloader_persistent_workers` the Trainer keeps the first loader it builds under the key "eval" and
+        returns it for any data set object passed later: `evaluate(test_dataset)` after a validation pass would
+        evaluate the validation images again. Data sets other than `self.eval_dataset` get their own key here.
+        A loader that reuses its workers draws from torch's RNG what a new one would (`draw_as_a_new_iterator`).
+        """
+        if eval_dataset is None or isinstance(eval_dataset, str) or eval_dataset is self.eval_dataset:
+            loader = super().get_eval_dataloader(eval_dataset)
+        else:
+            key = f"dataset-{id(eval_dataset)}"  # unique while cached: the loader keeps the data set alive
+            loader = getattr(self, "_eval_dataloaders", {}).get(key)
+            if loader is None or not self.args.dataloader_persistent_workers:
+                loader = self._get_dataloader(
+                    dataset=eval_dataset,
+                    description="Evaluation",
+                    batch_size=self.args.eval_batch_size,
+                    sampler_fn=self._get_eval_sampler,
+                    dataloader_key=key,
+                )
+        draw_as_a_new_iterator(loader)  # about to be iterated: the random stream as without persistent workers
+        return loader
+
     # ---- loss -------------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         pixel_values, labels = inputs["pixel_values"], inputs["labels"]
@@ -239,12 +287,9 @@ class AdUniTrainer(Trainer):
             if hasattr(self.loss_fn, "forward_views"):  # methods with their own forward (PaCo's key encoder)
                 loss, logits = self.loss_fn.forward_views(model, pixel_values, labels, alpha=self.alpha)
             else:
-                batch, views = pixel_values.shape[:2]
-                view_major = pixel_values.transpose(0, 1).reshape(views * batch, *pixel_values.shape[2:])
-                view_major = view_major.contiguous(memory_format=self.memory_format)
-                outputs = model(pixel_values=view_major)
+                outputs = model(pixel_values=view_major(pixel_values, self.memory_format))
                 loss = self.loss_fn.from_outputs(outputs, labels, alpha=self.alpha)
-                logits = outputs.logits[:batch]
+                logits = outputs.logits[: len(labels)]
             self._count_contrast_set()
             self._count_class_losses()
             return (loss, {"logits": logits}) if return_outputs else loss
@@ -278,29 +323,47 @@ class AdUniTrainer(Trainer):
             self._count_class_losses()
         else:
             loss = super().training_step(model, inputs, num_items_in_batch)
-        self._check_finite(model, loss)
+        # read once per optimiser step, in _get_grad_norm: no host synchronisation per micro-batch
+        loss_bad = ~torch.isfinite(loss.detach().float())
+        self._loss_bad = loss_bad if self._loss_bad is None else self._loss_bad | loss_bad
+        self._last_loss = loss.detach()
         return loss
 
-    def _check_finite(self, model: nn.Module, loss: torch.Tensor) -> None:
-        """Stop on a non-finite loss, or a non-finite gradient after this backward pass.
+    def _get_grad_norm(self, model: nn.Module, grad_norm=None):
+        """The gradient norm the Trainer logs, computed once per optimiser step, and the numerical guard on it.
+
+        Without clipping the Trainer gets the norm from `clip_grad_norm_(..., inf)`, which also multiplies every
+        gradient by 1; here the norm alone is taken, where no gradient scaler or sharded parameters are involved.
+        """
+        plain = self.accelerator.distributed_type in PLAIN_DISTRIBUTED_TYPES and not self.args.fp16
+        if grad_norm is None and plain:
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            grad_norm = torch.nn.utils.get_total_norm(grads) if grads else None
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        self._check_finite(grad_norm)
+        return grad_norm
+
+    def _check_finite(self, grad_norm) -> None:
+        """Stop before the optimiser step on a non-finite loss since the last step, or a non-finite gradient
+        (its norm is inf or nan if any entry is).
 
         Every process takes the same decision (the flags are all-reduced), so none is left waiting in a
         collective. Under fp16 the gradient scaler skips steps with overflowing gradients by design, so only the
         loss is checked there.
         """
-        loss_bad = ~torch.isfinite(loss.detach().float())
-        grad_bad = torch.zeros((), dtype=torch.bool, device=loss.device)
-        if not self.args.fp16:
-            grads = [p.grad for p in model.parameters() if p.grad is not None]
-            if grads:  # the largest |gradient|: inf or nan if any entry is
-                grad_bad = ~torch.isfinite(torch.nn.utils.get_total_norm(grads, norm_type=math.inf))
-        flags = torch.stack([loss_bad, grad_bad.to(loss_bad.device)]).float()
+        device = self.args.device
+        loss_bad = self._loss_bad if self._loss_bad is not None else torch.zeros((), dtype=torch.bool)
+        self._loss_bad = None
+        grad_bad = torch.zeros((), dtype=torch.bool, device=device)
+        if not self.args.fp16 and grad_norm is not None:
+            grad_bad = ~torch.isfinite(torch.as_tensor(grad_norm, device=device).float())
+        flags = torch.stack([loss_bad.to(device), grad_bad]).float()
         if self.args.world_size > 1 and dist.is_initialized():
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
         if not flags.any():
             return
         what = "loss" if flags[0] else "gradient"
-        self._stop_non_finite(what, float(loss.detach().float()))
+        self._stop_non_finite(what, float(self._last_loss.float()))
 
     def _stop_non_finite(self, what: str, loss_value: float) -> None:
         epoch = self.epoch_index()

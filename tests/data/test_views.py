@@ -13,6 +13,7 @@ from aduni_hf.data import (
     build_augmentation,
     collate_views,
     eval_transform,
+    view_major,
 )
 
 
@@ -69,3 +70,14 @@ def test_eval_items_and_collation(small_digits):
     # ImageNet normalisation of a black pixel
     black = eval_transform(4)(Image.new("RGB", (4, 4)))
     torch.testing.assert_close(black[:, 0, 0], torch.tensor([-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225]))
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_view_major_rows_are_every_first_view_then_every_second(memory_format):
+    pixel_values = torch.randn(3, 2, 3, 5, 4)  # (B, V, 3, H, W)
+    rows = view_major(pixel_values, memory_format)
+    expected = torch.cat([pixel_values[:, 0], pixel_values[:, 1]])  # the official code's order
+    assert rows.shape == (6, 3, 5, 4) and torch.equal(rows, expected)
+    assert rows.is_contiguous(memory_format=memory_format)
+    assert rows.untyped_storage().data_ptr() != pixel_values.untyped_storage().data_ptr()  # a copy, not a view
+

@@ -73,6 +73,7 @@ def test_chunked_gradients_equal_the_per_chunk_batch_norm_computation(
                            gradient_checkpointing=gradient_checkpointing)  # fmt: skip
     reference_model = type(trainer.model)(trainer.model.config)
     reference_model.load_state_dict(trainer.model.state_dict())
+    reference_model.to(memory_format=trainer.memory_format)  # the recipe's layout (channels_last by default)
     assert trainer.model.config.classifier_dropout > 0  # dropout is active: its masks must match
     batch = _batch(trainer)
     loss, grads, statistics, end_state = _chunked(trainer, batch)
@@ -100,6 +101,7 @@ def test_one_chunk_is_the_ordinary_step_and_cross_entropy_chunks_too(tmp_path, s
     ce = make_trainer(tmp_path / "c", splits, loss_fn=CrossEntropyLoss(10), contrast_chunk_size=2)
     reference = type(ce.model)(ce.model.config)
     reference.load_state_dict(ce.model.state_dict())
+    reference.to(memory_format=ce.memory_format)
     batch = _batch(ce)
     _, grads, _, _ = _chunked(ce, batch)
     torch.manual_seed(123)

@@ -37,6 +37,8 @@ def make_trainer(
     views_class=None,
     sampler="none",
     trainer_class=AdUniTrainer,
+    image_size=IMAGE_SIZE,
+    eval_dataset=None,
     **overrides,
 ):
     train = splits.train.select(range(NUM_TRAIN))
@@ -58,16 +60,17 @@ def make_trainer(
     )
     args.update(overrides)
     torch.manual_seed(0)
-    model = AdUniForImageClassification(AdUniConfig(num_labels=10, image_size=IMAGE_SIZE))
+    model = AdUniForImageClassification(AdUniConfig(num_labels=10, image_size=image_size))
     return trainer_class(
         model=model,
         args=AdUniTrainingArguments(**args),
         loss_fn=loss_fn,
         sampler=sampler,
         train_dataset=(views_class or RecordingViews)(
-            train, build_augmentation("digits", IMAGE_SIZE), num_views=loss_fn.num_views, seed=0
+            train, build_augmentation("digits", image_size), num_views=loss_fn.num_views, seed=0
         ),
         data_collator=collate_views,
+        eval_dataset=eval_dataset,
         compute_metrics=build_compute_metrics([str(c) for c in range(10)]),
         callbacks=callbacks,
     )
