@@ -1,17 +1,26 @@
-"""Benchmarks. `data`: data-loading throughput of the two-view training pipeline, with and without pre-resizing.
-`train`: training images/s at a given size with AduC and two views: a plain loop in the style of the official
-code (NCHW, fp32) against the same loop with our switches and against `AdUniTrainer`, the share of the machine's
-measured matmul peak that the step reaches, and the peak memory of aduni, paco and contrast_chunk_size.
+"""Benchmarks of the data pipeline and the training step (README, "Performance"). Every pair is measured in the
+same run on the same machine; CUDA is used when present.
 
-python scripts/benchmark.py train [--image_size 384] [--batch_size 16] [--steps 4] [--warmup 2]
-    [--chunk_sizes 8] [--output results.json]
+python scripts/benchmark.py data [--layouts aptos2019 isic2018] [--num_images 16] [--image_size 384]
+    [--workers 0 2] [--scale 1.0] [--output results.json]
 
-python scripts/benchmark.py data [--num_images 24] [--width 3000] [--height 2000] [--image_size 384]
-    [--workers 0 2] [--output results.json]
+`data` writes synthetic downloads in the official layouts and sizes (APTOS2019: train.csv and 3000x2000 PNGs of a
+fundus-like disc; ISIC2018 Task 3: the one-hot ground-truth CSV and 600x450 JPEGs; `--scale` shrinks them) and
+times two training views per image with the 'kaggle' augmentation, through a torch DataLoader, two ways:
+    official style: per sample, decode the full-size file, then torchvision's transforms (v1 API) per view;
+    ours:           `prepare_dataset(..., image_size=384)` once, then `MultiViewDataset` over the Arrow file.
+Throughput is that of the second epoch (workers kept alive), so worker start-up is not counted.
 
-`data` writes synthetic APTOS-sized PNGs in the official APTOS layout, prepares them twice with
-`prepare_dataset` (as they are, and with `image_size`), and times one pass of a torch DataLoader over
-`MultiViewDataset(split, build_augmentation("kaggle", image_size), num_views=2)` for each number of workers.
+python scripts/benchmark.py train [--image_size 384] [--batch_size 8] [--steps 4] [--warmup 2] [--repeats 2]
+    [--bf16 auto|on|off] [--chunk_sizes 4] [--compile] [--memory] [--output results.json]
+
+`train` times one training step (AduC, two views, SGD) of: a plain loop in the style of the official code (NCHW,
+float32), the same loop with our switches (channels_last; bf16 autocast where the hardware has native bf16
+matrix units: CUDA with bf16, or a CPU with AMX, unless `--bf16` says otherwise), and `AdUniTrainer` with the
+same switches and with its CPU default (channels_last, float32). The measurements take turns `--repeats` times
+and the fastest step is reported (the median too). Also: the step's FLOPs against the measured matmul peak of its compute type, the
+projected time of the paper's ISIC2018 run, `contrast_chunk_size`, `torch_compile`, and (`--memory`) the peak
+memory of aduni, paco and chunks.
 """
 
 from __future__ import annotations
@@ -19,9 +28,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,19 +39,26 @@ import datasets
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from aduni_hf.data import MultiViewDataset, build_augmentation, collate_views, prepare_dataset
+from aduni_hf.data import MultiViewDataset, build_augmentation, collate_views, prepare_dataset, view_major
+from aduni_hf.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+# The official downloads: APTOS2019 PNGs are mostly about 3000x2000 (some 2000x1500 or 4000x3000 fundus
+# photographs); every ISIC2018 Task 3 (HAM10000) JPEG is 600x450.
+OFFICIAL_SIZES = {"aptos2019": (3000, 2000), "isic2018": (600, 450)}
+ISIC_CLASSES = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
 
 
 @dataclass(frozen=True)
 class ThroughputResult:
-    """One measurement: stored image size, workers, images per second (each image gives two views)."""
+    """One data-pipeline measurement: images per second, each image giving two augmented views."""
 
+    layout: str
     stored: str
+    pipeline: str
     num_workers: int
     num_images: int
-    seconds: float
     images_per_second: float
     prepare_seconds: float
 
@@ -56,57 +73,134 @@ def fundus_like(width: int, height: int, seed: int) -> Image.Image:
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="RGB")
 
 
-def write_synthetic_aptos(root: Path, num_images: int, width: int, height: int, seed: int = 0) -> Path:
-    """`root/train.csv` and `root/train_images/<id_code>.png`, classes cycling through 0..4."""
+def write_synthetic_aptos(root: Path, num_images: int, width: int, height: int) -> list[tuple[Path, int]]:
+    """`root/train.csv` and `root/train_images/<id_code>.png`, grades cycling through 0..4."""
     (root / "train_images").mkdir(parents=True, exist_ok=True)
+    files = []
     with open(root / "train.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id_code", "diagnosis"])
         for index in range(num_images):
-            image_id = f"synthetic{index:04d}"
-            fundus_like(width, height, seed + index).save(root / "train_images" / f"{image_id}.png")
-            writer.writerow([image_id, index % 5])
-    return root
+            path = root / "train_images" / f"synthetic{index:04d}.png"
+            fundus_like(width, height, index).save(path)
+            writer.writerow([path.stem, index % 5])
+            files.append((path, index % 5))
+    return files
 
 
-def loader_throughput(
-    split: datasets.Dataset, image_size: int, num_workers: int, batch_size: int = 4
+def write_synthetic_isic(root: Path, num_images: int, width: int, height: int) -> list[tuple[Path, int]]:
+    """The ISIC2018 Task 3 training layout: JPEGs (quality 95) in the Input folder, the one-hot ground truth, and
+    the lesion groupings (one lesion per image)."""
+    images = root / "ISIC2018_Task3_Training_Input"
+    truth = root / "ISIC2018_Task3_Training_GroundTruth"
+    images.mkdir(parents=True, exist_ok=True)
+    truth.mkdir(parents=True, exist_ok=True)
+    files = []
+    with open(truth / "ISIC2018_Task3_Training_GroundTruth.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", *ISIC_CLASSES])
+        for index in range(num_images):
+            label = index % len(ISIC_CLASSES)
+            path = images / f"ISIC_{24306 + index:07d}.jpg"
+            fundus_like(width, height, index).save(path, quality=95)
+            writer.writerow([path.stem, *("1.0" if c == label else "0.0" for c in range(len(ISIC_CLASSES)))])
+            files.append((path, label))
+    with open(root / "ISIC2018_Task3_Training_LesionGroupings.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "lesion_id", "diagnosis_confirm_type"])
+        writer.writerows(
+            [path.stem, f"HAM_{index:07d}", "histopathology"] for index, (path, _) in enumerate(files)
+        )
+    return files
+
+
+WRITERS = {"aptos2019": write_synthetic_aptos, "isic2018": write_synthetic_isic}
+
+
+def official_style_transform(image_size: int):
+    """The released code's 'kaggle' training transform as it wrote it, in torchvision's v1 API: resize first,
+    on the full-size image (aduni_hf.data.transforms.kaggle_augmentation is the same chain in v2)."""
+    from torchvision import transforms as T
+
+    return T.Compose(
+        [
+            T.Resize((image_size, image_size)),
+            T.RandomAffine(degrees=180, scale=(0.8, 1.2), shear=(0.8, 1.2)),
+            T.RandomHorizontalFlip(),
+            T.RandomVerticalFlip(),
+            T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+class OfficialStyleViews(Dataset):
+    """Per sample as the released loader: open the image file, convert to RGB, transform it twice."""
+
+    def __init__(self, files: Sequence[tuple[Path, int]], image_size: int) -> None:
+        self.files = list(files)
+        self.transform = official_style_transform(image_size)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+        path, label = self.files[index]
+        with Image.open(path) as file:
+            image = file.convert("RGB")
+        return {"pixel_values": torch.stack([self.transform(image), self.transform(image)]), "labels": label}
+
+
+def loader_images_per_second(
+    dataset: Dataset, num_workers: int, batch_size: int = 4, epochs: int = 2
 ) -> float:
-    """Seconds for one pass over `split` (two augmented views per image), worker start-up included."""
-    views = MultiViewDataset(split, build_augmentation("kaggle", image_size), num_views=2)
-    loader = DataLoader(views, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_views)
-    start = time.perf_counter()
-    for batch in loader:
-        assert batch["pixel_values"].shape[1:] == (2, 3, image_size, image_size)
-    return time.perf_counter() - start
+    """Images per second of the last of `epochs` passes of a DataLoader (workers kept alive between passes)."""
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_views,
+        persistent_workers=num_workers > 0,
+    )  # fmt: skip
+    for _ in range(epochs):
+        start = time.perf_counter()
+        for batch in loader:
+            assert batch["pixel_values"].shape[1] == 2
+        seconds = time.perf_counter() - start
+    return len(dataset) / seconds
 
 
 def benchmark_data(
     work_dir: str | Path,
-    num_images: int = 24,
-    width: int = 3000,
-    height: int = 2000,
+    layouts: Sequence[str] = ("aptos2019", "isic2018"),
+    num_images: int = 16,
     image_size: int = 384,
     worker_counts: Sequence[int] = (0, 2),
+    scale: float = 1.0,
 ) -> list[ThroughputResult]:
-    """Throughput with full-size and with pre-resized stored images, for each number of workers."""
+    """Official-style against our pipeline, for each layout and number of workers."""
     work_dir = Path(work_dir)
-    raw = write_synthetic_aptos(work_dir / "raw", num_images, width, height)
+    if num_images < 2 * len(ISIC_CLASSES):
+        raise ValueError(f"--num_images must be >= {2 * len(ISIC_CLASSES)} (two per class), got {num_images}")
     results = []
-    for stored, size in (
-        (f"{width}x{height} (original)", None),
-        (f"{image_size}x{image_size} (pre-resized)", image_size),
-    ):
-        output = work_dir / ("resized" if size else "original")
+    for layout in layouts:
+        width, height = (max(1, round(side * scale)) for side in OFFICIAL_SIZES[layout])
+        raw = work_dir / layout / "raw"
+        files = WRITERS[layout](raw, num_images, width, height)
         start = time.perf_counter()
-        prepare_dataset("aptos2019", str(raw), output, num_folds=2, image_size=size, overwrite=True)
+        prepared = work_dir / layout / "prepared"
+        prepare_dataset(layout, str(raw), prepared, num_folds=2, image_size=image_size, overwrite=True)
         prepare_seconds = time.perf_counter() - start
-        split = datasets.load_from_disk(str(output))
+        ours = MultiViewDataset(
+            datasets.load_from_disk(str(prepared)), build_augmentation("kaggle", image_size), num_views=2
+        )
+        official = OfficialStyleViews(files, image_size)
+        kind = "PNG" if layout == "aptos2019" else "JPEG"
         for workers in worker_counts:
-            seconds = loader_throughput(split, image_size, workers)
-            results.append(
-                ThroughputResult(stored, workers, len(split), seconds, len(split) / seconds, prepare_seconds)
-            )
+            for pipeline, dataset, stored, prepare in (
+                ("official style", official, f"{width}x{height} {kind}", 0.0),
+                ("ours", ours, f"{image_size}x{image_size} PNG in Arrow", prepare_seconds),
+            ):
+                rate = loader_images_per_second(dataset, workers)
+                results.append(ThroughputResult(layout, stored, pipeline, workers, num_images, rate, prepare))
     return results
 
 
@@ -114,20 +208,36 @@ def run_data(args: argparse.Namespace) -> None:
     """The `data` sub-command: run `benchmark_data` in a temporary folder and print (and save) the results."""
     with tempfile.TemporaryDirectory(prefix="aduni-benchmark-") as work_dir:
         results = benchmark_data(
-            work_dir, args.num_images, args.width, args.height, args.image_size, args.workers
+            work_dir, args.layouts, args.num_images, args.image_size, args.workers, args.scale
         )
-    print(f"{'stored images':32} {'workers':>7} {'images/s':>9} {'seconds':>8} {'prepare s':>9}")
+    print(f"two training views per image at {args.image_size}x{args.image_size}, 'kaggle' augmentation:")
+    print(
+        f"{'data set':10} {'pipeline':15} {'stored images':24} {'workers':>7} {'images/s':>9} {'speed-up':>8}"
+    )
+    official = {
+        (r.layout, r.num_workers): r.images_per_second for r in results if r.pipeline == "official style"
+    }
     for r in results:
+        speedup = r.images_per_second / official[r.layout, r.num_workers]
         print(
-            f"{r.stored:32} {r.num_workers:>7} {r.images_per_second:>9.1f} {r.seconds:>8.2f} {r.prepare_seconds:>9.2f}"
+            f"{r.layout:10} {r.pipeline:15} {r.stored:24} {r.num_workers:>7} {r.images_per_second:>9.1f} "
+            f"{speedup:>7.2f}x"
         )
+    prepare = {r.layout: r.prepare_seconds for r in results if r.pipeline == "ours"}
+    print("one-off prepare_dataset: " + ", ".join(f"{k} {v:.1f} s" for k, v in prepare.items()))
     if args.output:
         with open(args.output, "w") as handle:
             json.dump([asdict(r) for r in results], handle, indent=2)
 
 
 # ---- training throughput ------------------------------------------------------------------------------------
-class SyntheticViews(torch.utils.data.Dataset):
+# The paper's ISIC2018 run: 401 epochs (the released loop runs epochs 0..400) over the 8,012 training images of a
+# 5-fold split (10,015 images), the projection issue 10 sets against one hour on one H100.
+ISIC2018_EPOCHS, ISIC2018_TRAIN_IMAGES = 401, 8012
+CLASS_COUNTS = [3, 3, 2, 2, 2, 2, 2]  # the log prior of AduC's logit adjustment: any fixed counts will do
+
+
+class SyntheticViews(Dataset):
     """Fixed random two-view items: the training step alone, without decoding or augmentation."""
 
     def __init__(self, num_items: int, image_size: int, num_classes: int = 7, seed: int = 0) -> None:
@@ -143,6 +253,22 @@ class SyntheticViews(torch.utils.data.Dataset):
         return {"pixel_values": self.pixels[index], "labels": self.labels[index]}
 
 
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def native_bf16() -> bool:
+    """Whether this machine multiplies bf16 matrices in hardware: CUDA with bf16, or a CPU with AMX tiles."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
 def _model(image_size: int, num_classes: int = 7):
     from aduni_hf import AdUniConfig, AdUniForImageClassification
 
@@ -150,48 +276,72 @@ def _model(image_size: int, num_classes: int = 7):
     return AdUniForImageClassification(AdUniConfig(num_labels=num_classes, image_size=image_size))
 
 
-def plain_loop_seconds(
-    image_size: int, batch_size: int, steps: int, warmup: int, channels_last: bool = False
-) -> tuple[float, float]:
-    """Seconds per step of a hand-written loop in the official style (SGD, AduC on the view-major batch, fp32;
-    NCHW unless `channels_last`), and the FLOPs of one step (forward and backward, torch's flop counter)."""
+def step_flops(image_size: int, batch_size: int) -> float:
+    """The FLOPs of one training step (forward and backward of 2 x batch_size views), by torch's flop counter."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from aduni_hf.losses import AduCLoss
 
-    model = _model(image_size).train()
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model.to(memory_format=memory_format)
-    loss_fn = AduCLoss(7, class_counts=[3, 3, 2, 2, 2, 2, 2])
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    data = SyntheticViews(batch_size, image_size)
-    views = data.pixels.transpose(0, 1).reshape(2 * batch_size, 3, image_size, image_size)
-    views = views.contiguous(memory_format=memory_format)
-    labels = torch.tensor(data.labels)
-
-    def step() -> None:
+    model, loss_fn = _model(image_size).train(), AduCLoss(7, class_counts=CLASS_COUNTS)
+    views = torch.randn(2 * batch_size, 3, image_size, image_size)
+    labels = torch.arange(batch_size) % 7
+    counter = FlopCounterMode(display=False)
+    with counter:
         outputs = model(pixel_values=views)
-        loss = loss_fn(outputs.features, outputs.logits, labels, alpha=0.5)
+        loss_fn(outputs.features, outputs.logits, labels, alpha=0.5).backward()
+    return float(counter.get_total_flops())
+
+
+def plain_loop_seconds(
+    image_size: int, batch_size: int, steps: int, warmup: int, channels_last: bool = False, bf16: bool = False
+) -> list[float]:
+    """Seconds of each timed step of a hand-written loop in the official style: batches from a DataLoader, the two views
+    concatenated view-major, SGD, AduC; NCHW float32 unless `channels_last` / `bf16` (autocast around the
+    network; the loss in float32 inside). Its data come through the same loader and collate as the Trainer's."""
+    from aduni_hf.losses import AduCLoss
+
+    device = _device()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = _model(image_size).train().to(device, memory_format=memory_format)
+    loss_fn = AduCLoss(7, class_counts=CLASS_COUNTS).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    loader = DataLoader(
+        SyntheticViews(batch_size * (warmup + steps), image_size), batch_size=batch_size,
+        collate_fn=collate_views, pin_memory=device.type == "cuda",
+    )  # fmt: skip
+
+    def step(batch) -> None:
+        pixel_values = batch["pixel_values"].to(device, non_blocking=True)
+        labels = batch["labels"].to(device, non_blocking=True)
+        if channels_last:
+            views = view_major(pixel_values, memory_format)
+        else:  # the released loop: torch.cat([images[0], images[1]], dim=0)
+            views = torch.cat([pixel_values[:, 0], pixel_values[:, 1]])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            outputs = model(pixel_values=views)
+            loss = loss_fn(outputs.features, outputs.logits, labels, alpha=0.5)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    counter = FlopCounterMode(display=False)
-    with counter:
-        step()
+    batches = iter(loader)
     for _ in range(warmup):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - start) / steps, float(counter.get_total_flops())
+        step(next(batches))
+    times = []
+    for batch in batches:  # one step: the next batch from the loader, then forward, backward, update
+        _synchronize()
+        start = time.perf_counter()
+        step(batch)
+        _synchronize()
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def trainer_seconds(
     image_size: int, batch_size: int, steps: int, warmup: int, method: str = "aduni", **switches
-) -> float:
-    """Seconds per optimiser step of `AdUniTrainer` on the same synthetic batch (its own timing of the steps
-    after `warmup`), with the recipe `switches` (channels_last, contrast_chunk_size, ...)."""
+) -> list[float]:
+    """Seconds of each timed optimiser step of `AdUniTrainer` on synthetic batches (its own timing of the steps after
+    `warmup`, data loading included), with the recipe `switches` (channels_last, bf16, contrast_chunk_size, ...)."""
     from transformers import TrainerCallback
 
     from aduni_hf.losses import AduCLoss, build_loss
@@ -203,9 +353,11 @@ def trainer_seconds(
             self.times = []
 
         def on_step_begin(self, args, state, control, **kwargs):
+            _synchronize()
             self.times.append(time.perf_counter())
 
         def on_step_end(self, args, state, control, **kwargs):
+            _synchronize()
             self.times.append(time.perf_counter())
 
     timer = StepTimes()
@@ -213,14 +365,13 @@ def trainer_seconds(
         args = AdUniTrainingArguments(
             output_dir=output_dir, per_device_train_batch_size=batch_size, max_steps=warmup + steps,
             warmup_epochs=0, logging_strategy="no", eval_strategy="no", save_strategy="no", report_to=[],
-            disable_tqdm=True, figures=False, **switches,
+            disable_tqdm=True, figures=False, dataloader_pin_memory=torch.cuda.is_available(), **switches,
         )  # fmt: skip
         model = _model(image_size)
-        counts = [3, 3, 2, 2, 2, 2, 2]
         loss_fn = (
-            AduCLoss(7, class_counts=counts)
+            AduCLoss(7, class_counts=CLASS_COUNTS)
             if method == "aduni"
-            else build_loss(method, 7, counts, model=model, queue_size=max(batch_size, 8 * batch_size))
+            else build_loss(method, 7, CLASS_COUNTS, model=model, queue_size=max(batch_size, 8 * batch_size))
         )
         trainer = AdUniTrainer(
             model=model, args=args, loss_fn=loss_fn,
@@ -231,18 +382,23 @@ def trainer_seconds(
         trainer.add_callback(timer)
         trainer.train()
     begins, ends = timer.times[0::2], timer.times[1::2]
-    return sum(end - begin for begin, end in zip(begins[warmup:], ends[warmup:], strict=True)) / steps
+    return [end - begin for begin, end in zip(begins[warmup:], ends[warmup:], strict=True)]
 
 
-def _step_memory(queue, method: str, image_size: int, batch_size: int, chunk: int | None) -> None:
-    """In a fresh process: the peak resident memory above the starting one during two training steps (MB),
-    sampled every 2 ms (the process's maximum RSS would also count the imports' transient peak)."""
+def _step_memory(queue, method: str, image_size: int, batch_size: int, switches: dict) -> None:
+    """In a fresh process: the peak memory above the starting one during two training steps (MB). On the CPU the
+    resident set sampled every 2 ms (the process's maximum RSS would also count the imports' transient peak); on
+    a GPU torch.cuda.max_memory_allocated."""
     import threading
 
     import psutil
 
     process, peak, done = psutil.Process(), [0], threading.Event()
-    baseline = process.memory_info().rss
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        baseline = torch.cuda.memory_allocated()
+    else:
+        baseline = process.memory_info().rss
 
     def sample() -> None:
         while not done.is_set():
@@ -251,72 +407,130 @@ def _step_memory(queue, method: str, image_size: int, batch_size: int, chunk: in
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    seconds = trainer_seconds(image_size, batch_size, 1, 1, method=method, contrast_chunk_size=chunk)
+    seconds = trainer_seconds(image_size, batch_size, 1, 1, method=method, **switches)[0]
     done.set()
     sampler.join()
+    if torch.cuda.is_available():
+        peak[0] = torch.cuda.max_memory_allocated()
     queue.put(((peak[0] - baseline) / 2**20, seconds))
 
 
-def step_memory_mb(
-    method: str, image_size: int, batch_size: int, chunk: int | None = None
-) -> tuple[float, float]:
-    """(peak memory growth in MB, seconds per step) of `method` (aduni or paco) on the CPU, in its own process so
-    that earlier measurements do not raise the peak. On a GPU the same comparison reads
-    torch.cuda.max_memory_allocated."""
+def step_memory_mb(method: str, image_size: int, batch_size: int, **switches) -> tuple[float, float]:
+    """(peak memory growth in MB, seconds per step) of `method` (aduni or paco), in its own process so that
+    earlier measurements do not raise the peak."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_step_memory, args=(queue, method, image_size, batch_size, chunk))
+    process = context.Process(target=_step_memory, args=(queue, method, image_size, batch_size, switches))
     process.start()
     result = queue.get()
     process.join()
     return result
 
 
-def matmul_peak_flops(size: int = 2048, repeats: int = 5) -> float:
-    """The machine's fp32 matmul FLOP/s (best of `repeats` size x size products), the roof a step is held to."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_peak_flops(dtype: torch.dtype = torch.float32, repeats: int = 20) -> float:
+    """The machine's matmul FLOP/s in `dtype` (best of `repeats` square products), the roof a step is held to."""
+    device = _device()
+    size = 8192 if device.type == "cuda" else 2048
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     torch.mm(a, b)
-    best = min(_time(lambda: torch.mm(a, b)) for _ in range(repeats))
+    best = float("inf")
+    for _ in range(repeats):
+        _synchronize()
+        start = time.perf_counter()
+        torch.mm(a, b)
+        _synchronize()
+        best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best
 
 
-def _time(function) -> float:
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
+def take_turns(
+    measurements: dict[str, Callable[[], list[float]]], repeats: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The fastest step of each measurement, the measurements run in turn `repeats` times. On a shared machine
+    (this project's 2-core VM: the same bf16 step takes 0.9 to 1.6 s from one minute to the next) a slow spell
+    only adds time, so the fastest step is the steadiest estimate of what the step costs (as `timeit` advises);
+    the median is kept as well."""
+    samples: dict[str, list[float]] = {name: [] for name in measurements}
+    for _ in range(repeats):
+        for name, measure in measurements.items():
+            samples[name].extend(measure())
+    return {name: min(values) for name, values in samples.items()}, {
+        name: statistics.median(values) for name, values in samples.items()
+    }
 
 
 def run_train(args: argparse.Namespace) -> None:
     """The `train` sub-command: every pair measured in this run, on this machine."""
     size, batch, steps, warmup = args.image_size, args.batch_size, args.steps, args.warmup
-    results: dict[str, float] = {}
-    official, flops = plain_loop_seconds(size, batch, steps, warmup)
-    ours_plain, _ = plain_loop_seconds(size, batch, steps, warmup, channels_last=True)
-    trainer = trainer_seconds(size, batch, steps, warmup, channels_last=True)
-    peak = matmul_peak_flops()
-    results.update(
-        official_style_images_per_second=batch / official,
-        hand_loop_channels_last_images_per_second=batch / ours_plain,
-        trainer_channels_last_images_per_second=batch / trainer,
-        speedup_over_official_style=official / trainer,
-        trainer_overhead=trainer / ours_plain - 1,
-        step_gflop=flops / 1e9,
-        matmul_peak_gflops=peak / 1e9,
-        official_style_share_of_peak=flops / official / peak,
-        trainer_share_of_peak=flops / trainer / peak,
-    )
+    bf16 = native_bf16() if args.bf16 == "auto" else args.bf16 == "on"
+    ours = {"channels_last": True, "bf16": bf16}
+    measurements = {
+        "official_style": lambda: plain_loop_seconds(size, batch, steps, warmup),
+        "hand_loop": lambda: plain_loop_seconds(size, batch, steps, warmup, channels_last=True, bf16=bf16),
+        "trainer": lambda: trainer_seconds(size, batch, steps, warmup, **ours),
+    }
+    if bf16:  # also the CPU default, float32: its steps vary less on a shared machine than bf16's
+        measurements["hand_loop_float32"] = lambda: plain_loop_seconds(
+            size, batch, steps, warmup, channels_last=True
+        )
+        measurements["trainer_float32"] = lambda: trainer_seconds(
+            size, batch, steps, warmup, channels_last=True
+        )
     for chunk in args.chunk_sizes:
-        seconds = trainer_seconds(size, batch, steps, warmup, channels_last=True, contrast_chunk_size=chunk)
-        results[f"trainer_chunk{chunk}_images_per_second"] = batch / seconds
+        measurements[f"trainer_chunk{chunk}"] = lambda chunk=chunk: trainer_seconds(
+            size, batch, steps, warmup, contrast_chunk_size=chunk, **ours
+        )
+    if args.compile:
+        measurements["trainer_compiled"] = lambda: trainer_seconds(
+            size, batch, steps, max(warmup, 1), torch_compile=True, **ours
+        )
+    dtypes = (torch.float32, torch.bfloat16) if bf16 else (torch.float32,)
+    peaks = {dtype: matmul_peak_flops(dtype) for dtype in dtypes}
+    seconds, medians = take_turns(measurements, args.repeats)
+    # the best seen before and after the steps: a shared machine's slow spells lower the peak, never raise it
+    peaks = {dtype: max(peak, matmul_peak_flops(dtype)) for dtype, peak in peaks.items()}
+    peak32, peak = peaks[torch.float32], peaks[dtypes[-1]]
+    flops = step_flops(size, batch)
+    results: dict[str, float | str] = {
+        "device": torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else f"cpu, {torch.get_num_threads()} threads",
+        "ours": "channels_last" + (" + bf16 autocast" if bf16 else " (float32)"),
+    }
+    results.update({f"{name}_images_per_second": batch / value for name, value in seconds.items()})
+    results.update({f"{name}_median_images_per_second": batch / value for name, value in medians.items()})
+    results.update(
+        speedup_over_official_style=seconds["official_style"] / seconds["trainer"],
+        trainer_overhead=seconds["trainer"] / seconds["hand_loop"] - 1,
+        trainer_overhead_median=medians["trainer"] / medians["hand_loop"] - 1,
+        step_gflop=flops / 1e9,
+        matmul_peak_gflops_float32=peak32 / 1e9,
+        official_style_share_of_float32_peak=flops / seconds["official_style"] / peak32,
+        trainer_share_of_float32_peak=flops / seconds["trainer"] / peak32,
+    )
+    if bf16:
+        results.update(
+            trainer_float32_overhead=seconds["trainer_float32"] / seconds["hand_loop_float32"] - 1,
+            trainer_float32_overhead_median=medians["trainer_float32"] / medians["hand_loop_float32"] - 1,
+            trainer_float32_share_of_float32_peak=flops / seconds["trainer_float32"] / peak32,
+            matmul_peak_gflops_bfloat16=peak / 1e9,
+            trainer_share_of_bfloat16_peak=flops / seconds["trainer"] / peak,
+        )
+    results["projected_isic2018_hours"] = (
+        ISIC2018_EPOCHS * ISIC2018_TRAIN_IMAGES * seconds["trainer"] / batch / 3600
+    )
     if args.memory:
         for method, chunk in [("aduni", None), ("paco", None), *(("aduni", c) for c in args.chunk_sizes)]:
-            megabytes, _ = step_memory_mb(method, size, batch, chunk)
+            megabytes, _ = step_memory_mb(method, size, batch, contrast_chunk_size=chunk, **ours)
             results[f"peak_memory_mb_{method}" + (f"_chunk{chunk}" if chunk else "")] = megabytes
-    print(f"training at {size}x{size}, batch {batch} images (two views each), {steps} timed steps:")
+    print(
+        f"training at {size}x{size}, batch {batch} images (two views each), fastest of {args.repeats} x {steps} steps:"
+    )
     for key, value in results.items():
-        print(f"  {key:48} {value:10.3f}")
+        print(f"  {key:40} {value:>12.3f}" if isinstance(value, float) else f"  {key:40} {value:>12}")
     if args.output:
         with open(args.output, "w") as handle:
             json.dump({"image_size": size, "batch_size": batch, **results}, handle, indent=2)
@@ -327,20 +541,30 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    data = commands.add_parser("data", help="data-loading throughput (images/s, two views per image)")
-    data.add_argument("--num_images", type=int, default=24)
-    data.add_argument("--width", type=int, default=3000)
-    data.add_argument("--height", type=int, default=2000)
+    data = commands.add_parser(
+        "data", help="data pipeline images/s (two views per image): official style vs ours"
+    )
+    data.add_argument(
+        "--layouts", nargs="+", choices=sorted(OFFICIAL_SIZES), default=["aptos2019", "isic2018"]
+    )
+    data.add_argument("--num_images", type=int, default=16)
     data.add_argument("--image_size", type=int, default=384)
     data.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    data.add_argument("--scale", type=float, default=1.0, help="shrink the official image sizes (tests)")
     data.add_argument("--output", default=None, help="also write the results as JSON")
     data.set_defaults(run=run_data)
     train = commands.add_parser("train", help="training images/s, share of matmul peak, Trainer overhead")
     train.add_argument("--image_size", type=int, default=384)
-    train.add_argument("--batch_size", type=int, default=16)
+    train.add_argument("--batch_size", type=int, default=8)
     train.add_argument("--steps", type=int, default=4)
     train.add_argument("--warmup", type=int, default=2)
-    train.add_argument("--chunk_sizes", type=int, nargs="*", default=[8])
+    train.add_argument(
+        "--repeats", type=int, default=2, help="rounds of taking turns (fastest step reported)"
+    )
+    train.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
+                       help="our switches: bf16 autocast (auto: where the hardware has native bf16)")  # fmt: skip
+    train.add_argument("--chunk_sizes", type=int, nargs="*", default=[])
+    train.add_argument("--compile", action="store_true", help="also AdUniTrainer with torch_compile")
     train.add_argument("--memory", action="store_true", help="also the peak memory of aduni, paco and chunks")
     train.add_argument("--output", default=None, help="also write the results as JSON")
     train.set_defaults(run=run_train)

@@ -1,36 +1,66 @@
-"""scripts/benchmark.py data: prepares a synthetic APTOS download twice and times the two-view loader."""
+"""scripts/benchmark.py, run small: every figure the README reports is computed and plausible (not timed here)."""
 
 import json
 import runpy
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_data_benchmark_reports_both_stored_sizes(tmp_path, capsys):
-    # main() in-process: spares a slow start-up
-    script = runpy.run_path(str(ROOT / "scripts" / "benchmark.py"))
+@pytest.fixture(scope="module")
+def script():
+    return runpy.run_path(str(ROOT / "scripts" / "benchmark.py"))  # main() in-process: spares a slow start-up
+
+
+def test_data_benchmark_times_both_pipelines_on_both_official_layouts(tmp_path, capsys, script):
     output = tmp_path / "results.json"
-    args = ["data", "--num_images", "10", "--width", "40", "--height", "30", "--image_size", "16"]
-    script["main"]([*args, "--workers", "0", "--output", str(output)])
+    script["main"](["data", "--num_images", "14", "--scale", "0.02", "--image_size", "16", "--workers", "0",
+                       "--output", str(output)])  # fmt: skip
     results = json.loads(output.read_text())
-    assert [(r["stored"], r["num_workers"], r["num_images"]) for r in results] == [
-        ("40x30 (original)", 0, 10),
-        ("16x16 (pre-resized)", 0, 10),
+    assert [(r["layout"], r["pipeline"], r["stored"], r["num_images"]) for r in results] == [
+        ("aptos2019", "official style", "60x40 PNG", 14),
+        ("aptos2019", "ours", "16x16 PNG in Arrow", 14),
+        ("isic2018", "official style", "12x9 JPEG", 14),
+        ("isic2018", "ours", "16x16 PNG in Arrow", 14),
     ]
     assert all(r["images_per_second"] > 0 for r in results)
-    assert "16x16 (pre-resized)" in capsys.readouterr().out
+    assert all((r["prepare_seconds"] > 0) == (r["pipeline"] == "ours") for r in results)
+    printed = capsys.readouterr().out
+    assert "speed-up" in printed and "one-off prepare_dataset: aptos2019" in printed
 
 
-def test_train_benchmark_reports_every_pair(tmp_path, capsys):
-    """A smoke run at 32x32: every figure the README reports is computed and plausible (not timed here)."""
-    script = runpy.run_path(str(ROOT / "scripts" / "benchmark.py"))
+def test_official_style_views_decode_the_file_and_transform_it_twice(tmp_path, script):
+    files = script["write_synthetic_aptos"](tmp_path, 2, 30, 20)
+    item = script["OfficialStyleViews"](files, image_size=8)[1]
+    assert item["pixel_values"].shape == (2, 3, 8, 8) and item["labels"] == 1
+    assert not item["pixel_values"][0].equal(item["pixel_values"][1])  # two independent random views
+
+
+def test_data_benchmark_needs_two_images_per_class(tmp_path, script):
+    with pytest.raises(ValueError, match="--num_images must be >= 14"):
+        script["benchmark_data"](tmp_path, num_images=6)
+
+
+def test_train_benchmark_reports_every_pair(tmp_path, capsys, script):
     output = tmp_path / "train.json"
     script["main"](["train", "--image_size", "32", "--batch_size", "4", "--steps", "1", "--warmup", "1",
-                    "--chunk_sizes", "4", "--output", str(output)])  # fmt: skip
+                       "--repeats", "1", "--bf16", "on", "--chunk_sizes", "4", "--output", str(output)])  # fmt: skip
     results = json.loads(output.read_text())
-    for key in ("official_style_images_per_second", "hand_loop_channels_last_images_per_second",
-                "trainer_channels_last_images_per_second", "trainer_chunk4_images_per_second"):  # fmt: skip
-        assert results[key] > 0, key
-    assert 0 < results["official_style_share_of_peak"] < 5 and results["step_gflop"] > 0
+    for name in (
+        "official_style",
+        "hand_loop",
+        "trainer",
+        "hand_loop_float32",
+        "trainer_float32",
+        "trainer_chunk4",
+    ):
+        assert results[f"{name}_images_per_second"] > 0, name
+    assert results["ours"] == "channels_last + bf16 autocast"
+    assert results["step_gflop"] > 0 and results["matmul_peak_gflops_bfloat16"] > 0
+    assert 0 < results["official_style_share_of_float32_peak"] < 5
+    assert 0 < results["trainer_share_of_bfloat16_peak"] < results["trainer_share_of_float32_peak"]
+    hours = 401 * 8012 / results["trainer_images_per_second"] / 3600
+    assert results["projected_isic2018_hours"] == pytest.approx(hours)
     assert "training at 32x32" in capsys.readouterr().out
