@@ -58,6 +58,7 @@ def test_train_benchmark_reports_every_pair(tmp_path, capsys, script):
     ):
         assert results[f"{name}_images_per_second"] > 0, name
     assert results["ours"] == "channels_last + bf16 autocast"
+    assert 0 < results["trainer_own_share_of_step"] < 1  # the rest is forward, backward and the update
     assert results["step_gflop"] > 0 and results["matmul_peak_gflops_bfloat16"] > 0
     assert 0 < results["official_style_share_of_float32_peak"] < 5
     assert 0 < results["trainer_share_of_bfloat16_peak"] < results["trainer_share_of_float32_peak"]
