@@ -345,7 +345,8 @@ class AdUniTrainer(Trainer):
 
     def _check_finite(self, grad_norm) -> None:
         """Stop before the optimiser step on a non-finite loss since the last step, or a non-finite gradient
-        (its norm is inf or nan if any entry is).
+        (its norm is inf or nan if any entry is, and inf if the float32 sum of squares overflows, which only a
+        diverged step reaches: entries above about 1e19).
 
         Every process takes the same decision (the flags are all-reduced), so none is left waiting in a
         collective. Under fp16 the gradient scaler skips steps with overflowing gradients by design, so only the
