@@ -42,6 +42,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from aduni_hf.data import MultiViewDataset, build_augmentation, collate_views, prepare_dataset, view_major
+from aduni_hf.data.sources import aptos2019, isic2018
 from aduni_hf.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 # The official downloads: APTOS2019 PNGs are mostly about 3000x2000 (some 2000x1500 or 4000x3000 fundus
@@ -75,13 +76,13 @@ def fundus_like(width: int, height: int, seed: int) -> Image.Image:
 
 def write_synthetic_aptos(root: Path, num_images: int, width: int, height: int) -> list[tuple[Path, int]]:
     """`root/train.csv` and `root/train_images/<id_code>.png`, grades cycling through 0..4."""
-    (root / "train_images").mkdir(parents=True, exist_ok=True)
+    (root / aptos2019.TRAIN_IMAGES).mkdir(parents=True, exist_ok=True)
     files = []
-    with open(root / "train.csv", "w", newline="") as handle:
+    with open(root / aptos2019.TRAIN_CSV, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id_code", "diagnosis"])
         for index in range(num_images):
-            path = root / "train_images" / f"synthetic{index:04d}.png"
+            path = root / aptos2019.TRAIN_IMAGES / f"synthetic{index:04d}.png"
             fundus_like(width, height, index).save(path)
             writer.writerow([path.stem, index % 5])
             files.append((path, index % 5))
@@ -91,12 +92,12 @@ def write_synthetic_aptos(root: Path, num_images: int, width: int, height: int) 
 def write_synthetic_isic(root: Path, num_images: int, width: int, height: int) -> list[tuple[Path, int]]:
     """The ISIC2018 Task 3 training layout: JPEGs (quality 95) in the Input folder, the one-hot ground truth, and
     the lesion groupings (one lesion per image)."""
-    images = root / "ISIC2018_Task3_Training_Input"
-    truth = root / "ISIC2018_Task3_Training_GroundTruth"
+    images = root / isic2018.INPUT_DIR
+    truth = root / isic2018.GROUND_TRUTH_DIR
     images.mkdir(parents=True, exist_ok=True)
     truth.mkdir(parents=True, exist_ok=True)
     files = []
-    with open(truth / "ISIC2018_Task3_Training_GroundTruth.csv", "w", newline="") as handle:
+    with open(truth / isic2018.GROUND_TRUTH_CSV, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["image", *ISIC_CLASSES])
         for index in range(num_images):
@@ -105,7 +106,7 @@ def write_synthetic_isic(root: Path, num_images: int, width: int, height: int) -
             fundus_like(width, height, index).save(path, quality=95)
             writer.writerow([path.stem, *("1.0" if c == label else "0.0" for c in range(len(ISIC_CLASSES)))])
             files.append((path, label))
-    with open(root / "ISIC2018_Task3_Training_LesionGroupings.csv", "w", newline="") as handle:
+    with open(root / isic2018.LESION_GROUPINGS_CSV, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["image", "lesion_id", "diagnosis_confirm_type"])
         writer.writerows(
@@ -315,10 +316,7 @@ def plain_loop_seconds(
     def step(batch) -> None:
         pixel_values = batch["pixel_values"].to(device, non_blocking=True)
         labels = batch["labels"].to(device, non_blocking=True)
-        if channels_last:
-            views = view_major(pixel_values, memory_format)
-        else:  # the released loop: torch.cat([images[0], images[1]], dim=0)
-            views = torch.cat([pixel_values[:, 0], pixel_values[:, 1]])
+        views = view_major(pixel_values, memory_format)  # NCHW: the released torch.cat([images[0], images[1]])
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             outputs = model(pixel_values=views)
             loss = loss_fn(outputs.features, outputs.logits, labels, alpha=0.5)

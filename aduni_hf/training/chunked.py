@@ -77,8 +77,7 @@ def chunked_training_step(
             "be chunked. Leave contrast_chunk_size unset for this method."
         )
     unwrapped = trainer.accelerator.unwrap_model(model)
-    batch, views = pixel_values.shape[:2]
-    rows = view_major(pixel_values, getattr(trainer, "memory_format", torch.contiguous_format))
+    rows = view_major(pixel_values, trainer.memory_format)
     chunks = rows.split(chunk_rows)
     device = rows.device
 
