@@ -14,9 +14,9 @@ beside it.
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
+from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.utils import ModelOutput
 
 from .configuration_aduni import AdUniConfig
@@ -99,12 +100,43 @@ def backbone_feature_dim(backbone: nn.Module) -> int:
     return getattr(backbone, "head_hidden_size", None) or backbone.num_features
 
 
-def _tensors(module: nn.Module):
-    return itertools.chain(module.parameters(), module.buffers())
-
-
 def _is_initialised(tensor: torch.Tensor | None) -> bool:
     return tensor is None or getattr(tensor, "_is_hf_initialized", False)
+
+
+def _default_device() -> torch.device:
+    """The device new tensors get here (the innermost `with torch.device(...)`, else the global default)."""
+    return torch.empty(0).device
+
+
+def _random_state_kept(device: torch.device):
+    """A context in which random draws on the CPU and on `device` are undone at the end (`fork_rng`)."""
+    if device.type in ("cpu", "meta"):
+        return torch.random.fork_rng(devices=[])
+    index = device.index
+    if index is None:
+        backend = getattr(torch, device.type)
+        index = backend.current_device() if hasattr(backend, "current_device") else 0
+    return torch.random.fork_rng(devices=[index], device_type=device.type)
+
+
+def _timm_supports_checkpointing(backbone: nn.Module) -> bool:
+    """Whether timm can checkpoint this encoder: it has `set_grad_checkpointing`, and turning it on does not raise
+    (timm models without support assert that it stays off). Called before checkpointing is turned on; leaves it
+    off."""
+    toggle = getattr(backbone, "set_grad_checkpointing", None)
+    if not callable(toggle):
+        return False
+    try:
+        toggle(True)
+        return True
+    except Exception:
+        return False
+    finally:
+        try:
+            toggle(False)
+        except Exception:
+            pass
 
 
 def _in_backward_pass() -> bool:
@@ -238,8 +270,20 @@ class AdUniPreTrainedModel(PreTrainedModel):
     # Keeps Trainer from passing `num_items_in_batch` into forward and mis-scaling the loss under gradient
     # accumulation (docs/hf_stack.md).
     accepts_loss_kwargs = False
-    supports_gradient_checkpointing = True
+    # Activation checkpointing is timm's own (`set_grad_checkpointing`), as in transformers' TimmWrapper
+    # models: the class does not claim transformers' `GradientCheckpointingLayer` contract (no module of the
+    # model is one), and `post_init` sets the instance attribute to whether the timm encoder supports it
+    # (docs/hf_stack.md, "Activation checkpointing").
+    supports_gradient_checkpointing = False
     _no_split_modules = []
+
+    def post_init(self):
+        base = self.base_model
+        if base is self:
+            self.supports_gradient_checkpointing = _timm_supports_checkpointing(self.backbone)
+        else:
+            self.supports_gradient_checkpointing = base.supports_gradient_checkpointing
+        super().post_init()
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save as usual; config.json's auto_map also names `AdUniModel` for `AutoModel` (remote code).
@@ -258,24 +302,21 @@ class AdUniPreTrainedModel(PreTrainedModel):
         return result
 
     def _init_weights(self, module: nn.Module) -> None:
-        """Initialise `module`'s tensors that still need it, as timm would (docs/hf_stack.md, "Weight
-        initialisation"; docs/method.md, "Model").
+        """Initialise `module`'s tensors that still need it (docs/hf_stack.md, "Weight initialisation";
+        docs/method.md, "Model").
 
-        transformers calls this after `__init__` (`post_init`) and, in `from_pretrained`, for the tensors the
-        checkpoint did not provide: missing keys, sizes changed with `ignore_mismatched_sizes` (a grey-scale
-        `conv1`, a classifier for other labels) and non-persistent buffers. The `transformers.initialization`
-        functions leave tensors flagged `_is_hf_initialized` (loaded ones) untouched. A freshly built encoder
-        keeps timm's own initialisation bit for bit: `AdUniModel.__init__` flags its tensors before `post_init`.
+        transformers calls this for every module: from `post_init` after `__init__`, from `init_weights` (a model
+        built on the meta device), and in `from_pretrained` for the tensors the checkpoint did not provide (missing
+        keys, sizes changed with `ignore_mismatched_sizes` such as a grey-scale `conv1` or a classifier for other
+        labels, non-persistent buffers). Loaded tensors are flagged `_is_hf_initialized`; the
+        `transformers.initialization` functions used here leave them as they are.
 
         Rules: our head Linears, PyTorch's default nn.Linear rule (the official code); the cosine classifier,
-        LDAM-DRW's `NormedLinear` rule (uniform in [-1, 1], then every class row rescaled to unit norm);
-        encoder convolutions, Kaiming-normal fan_out/relu with zero bias (timm's ResNet rule, and the official
-        ResNet's); norm layers, weight 1, bias 0, BatchNorm running mean 0, variance 1, `num_batches_tracked`
-        0; encoder Linears, truncated normal with std 0.02 and zero bias (timm's rule for the families with
-        Linears in the encoder); with `zero_init_last`, the last BatchNorm of a residual block 0 (timm's
-        `zero_init_last`). Any other parameter is filled too, never left as uninitialised memory: ViT-style
-        class/register tokens N(0, 1e-6), LayerScale `gamma` its `init_values`, anything else truncated normal
-        with std 0.02.
+        LDAM-DRW's `NormedLinear` rule (uniform in [-1, 1], then every class row rescaled to unit norm); the timm
+        encoder as a whole, at its root module (`AdUniModel._init_encoder`): every tensor of it that needs it is
+        copied from an encoder that timm builds from the config at that moment, so it is exactly what
+        `timm.create_model` gives from the current random state, for any timm family (`zero_init_last` as
+        configured). The encoder's submodules have no rule of their own.
         """
         if isinstance(module, nn.Linear) and getattr(module, "is_aduni_head", False):
             init.kaiming_uniform_(module.weight, a=math.sqrt(5))
@@ -286,57 +327,16 @@ class AdUniPreTrainedModel(PreTrainedModel):
                 init.uniform_(module.weight, -1.0, 1.0)
                 with torch.no_grad():
                     _unit_rows_(module.weight)
-        elif isinstance(module, nn.modules.conv._ConvNd):
-            init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.Linear):
-            init.trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif self._is_norm(module):
-            tensors = {**module._parameters, **module._buffers}
-            for name, fill in (("weight", 1), ("bias", 0), ("running_mean", 0), ("running_var", 1)):
-                if tensors.get(name) is not None:
-                    init.constant_(tensors[name], fill)
-            if tensors.get("num_batches_tracked") is not None:
-                init.zeros_(tensors["num_batches_tracked"])
-        else:
-            self._init_other_parameters(module)
-        if self.config.zero_init_last and callable(getattr(module, "zero_init_last", None)):
-            # timm's own method; its `nn.init` calls are guarded during `initialize_weights`, so a loaded
-            # weight stays as loaded.
-            module.zero_init_last()
-        if isinstance(module, AdUniModel):
-            module._init_non_persistent_buffers()
+        elif module is getattr(self.base_model, "backbone", None):
+            self.base_model._init_encoder()
 
     def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False) -> None:
         # transformers treats a model class defined outside the library as "custom code" and then skips every
         # module whose own tensors are all flagged as initialised, including modules with no tensors of their
-        # own (residual blocks, AdUniModel itself), in case `_init_weights` overwrites loaded tensors. Ours only
-        # uses the flag-aware `transformers.initialization` functions, so every module gets `_init_weights`.
+        # own (the timm encoder's root module, AdUniModel itself), in case `_init_weights` overwrites loaded
+        # tensors. Ours only writes through the flag-aware `transformers.initialization` functions, so every
+        # module gets `_init_weights`.
         super()._initialize_weights(module, is_custom_code=False)
-
-    @staticmethod
-    def _is_norm(module: nn.Module) -> bool:
-        if isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)):
-            return True
-        # timm's own norm layers (RmsNorm, FrozenBatchNorm2d, ...) are not torch subclasses
-        return "Norm" in type(module).__name__ and (
-            "weight" in module._parameters or "weight" in module._buffers
-        )
-
-    @staticmethod
-    def _init_other_parameters(module: nn.Module) -> None:
-        for name, param in module.named_parameters(recurse=False):
-            if _is_initialised(param):
-                continue
-            if name.endswith("token"):
-                init.normal_(param, std=1e-6)
-            elif name == "gamma" and isinstance(getattr(module, "init_values", None), float):
-                init.constant_(param, module.init_values)
-            else:
-                init.trunc_normal_(param, std=0.02)
 
     def _set_gradient_checkpointing(
         self, enable: bool = True, gradient_checkpointing_func=None, every_n_layers=1
@@ -351,45 +351,60 @@ class AdUniModel(AdUniPreTrainedModel):
 
     Gradient checkpointing (`model.gradient_checkpointing_enable()`) is timm's `set_grad_checkpointing`: timm
     chooses the segments (blocks or stages) and its own checkpoint function, so `gradient_checkpointing_kwargs`
-    and `every_n_layers` have no effect. Recomputing a segment in the backward pass would run its BatchNorm
-    layers a second time in train mode and update their running statistics twice per step (and count the batch
-    twice); while checkpointing is on, forward hooks on the encoder's BatchNorm layers stop that second update,
-    so running statistics match training without checkpointing.
+    and `every_n_layers` have no effect. As in transformers' TimmWrapper models, the class attribute
+    `supports_gradient_checkpointing` is False (no module is a transformers `GradientCheckpointingLayer`) and
+    `post_init` sets the instance's to whether the timm encoder supports it (docs/hf_stack.md, "Activation
+    checkpointing"). Recomputing a segment in the backward pass would run its BatchNorm layers a second time in
+    train mode and update their running statistics twice per step (and count the batch twice); while
+    checkpointing is on, forward hooks on the encoder's BatchNorm layers stop that second update, so running
+    statistics match training without checkpointing.
     """
 
     def __init__(self, config: AdUniConfig) -> None:
         super().__init__(config)
-        self.backbone = create_backbone(config)
-        # timm has just initialised the encoder (real tensors; on the meta device nothing is initialised):
-        # flagged, post_init leaves it as timm made it, bit for bit, and draws no random numbers for it.
-        fresh = [t for t in _tensors(self.backbone) if t.device.type != "meta"]
-        for tensor in fresh:
-            tensor._is_hf_initialized = True
+        device = _default_device()
+        if device.type == "meta":  # from_pretrained: loading and `_init_weights` fill the encoder
+            self.backbone = create_backbone(config)
+        else:
+            # A complete encoder (its buffers as timm computes them) whose random draws are undone; then the
+            # encoder's `_init_weights` replaces its tensors with those of the encoder timm builds from the
+            # random state the model started from. The model's encoder is thus exactly `timm.create_model`'s,
+            # drawing the same random numbers, and it is initialised by `_init_weights` as on the meta device.
+            with _random_state_kept(device):
+                self.backbone = create_backbone(config)
+            if not is_deepspeed_zero3_enabled():  # ZeRO-3 initialises partitioned weights after __init__
+                with torch.no_grad(), init.guard_torch_init_functions():
+                    self._initialize_weights(self.backbone)
         feature_dim = backbone_feature_dim(self.backbone)
         hidden = config.projection_hidden_dim or feature_dim
         self.projection_head = AdUniProjectionHead(feature_dim, hidden, config.projection_dim)
         self.gradient_checkpointing = False
         self._batchnorm_hooks: list = []
         self.post_init()
-        for tensor in fresh:
-            del tensor._is_hf_initialized
 
     @property
     def feature_dim(self) -> int:
         return backbone_feature_dim(self.backbone)
 
-    def _init_non_persistent_buffers(self) -> None:
-        """Fill encoder buffers that are not saved (index tables, fixed filters, ...) and were created empty
-        (`from_pretrained`, or a model built on the meta device): copied from a reference encoder built on the
-        CPU, without touching the global random state."""
-        missing = [(n, b) for n, b in self.backbone.named_buffers() if not _is_initialised(b)]
-        missing = [(n, b) for n, b in missing if self._is_non_persistent(n)]
-        if not missing:
+    def _init_encoder(self) -> None:
+        """Fill the encoder's tensors that are not initialised (not loaded, not filled before) with those of an
+        encoder that timm builds from the config now, on their device. It draws random numbers as
+        `timm.create_model` does, unless only non-persistent buffers (index tables, fixed filters: nothing random)
+        need filling; then the random state is left as it was. Nothing to fill, nothing built."""
+        backbone = self.backbone
+        tensors = [*backbone.named_parameters(remove_duplicate=False), *backbone.named_buffers()]
+        missing = [(name, tensor) for name, tensor in tensors if not _is_initialised(tensor)]
+        if not missing or missing[0][1].device.type == "meta":
             return
-        with torch.random.fork_rng(devices=[]), torch.device("cpu"):
-            reference = dict(create_backbone(self.config).named_buffers())
-        for name, buffer in missing:
-            init.copy_(buffer, reference[name])
+        device = missing[0][1].device
+        with ExitStack() as stack:
+            if all(self._is_non_persistent(name) for name, _ in missing):
+                stack.enter_context(_random_state_kept(device))
+            stack.enter_context(torch.device(device))
+            reference = create_backbone(self.config)
+        expected = dict([*reference.named_parameters(remove_duplicate=False), *reference.named_buffers()])
+        for name, tensor in missing:
+            init.copy_(tensor, expected[name])
 
     def _is_non_persistent(self, name: str) -> bool:
         parent, _, leaf = name.rpartition(".")
