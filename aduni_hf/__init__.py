@@ -16,6 +16,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
 from .configuration_aduni import AdUniConfig
 from .modeling_aduni import AdUniForImageClassification, AdUniModel, AdUniPreTrainedModel
+from .version import __version__  # noqa: F401  (the package version, `aduni_hf.__version__`)
 
 if TYPE_CHECKING:
     from .losses import AduCLoss
@@ -29,7 +30,6 @@ AdUniConfig.register_for_auto_class()
 AdUniModel.register_for_auto_class("AutoModel")
 AdUniForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 
-__version__ = "0.1.0"
 
 # Public names that live in the training stack: module that defines each, imported on first access.
 _LAZY = {

@@ -19,7 +19,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from .data.images import as_rgb
+from .image_utils import as_rgb
 
 logger = logging.getLogger(__name__)
 

@@ -42,6 +42,10 @@ class Registry(Generic[T]):
 
         return wrap
 
+    def unregister(self, name: str) -> T:
+        """Remove `name` (an entry registered for a while, e.g. by a test); returns its entry."""
+        return self._entries.pop(name)
+
     def __getitem__(self, name: str) -> T:
         if name not in self._entries:
             raise ValueError(f"unknown {self.kind} {name!r}; choose one of {self.names()}")

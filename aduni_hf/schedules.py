@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from .registry import Registry
 
@@ -60,26 +61,52 @@ def constant_alpha(epoch: int, alpha_max: float, alpha_min: float, decay: float,
     return alpha_max
 
 
+@dataclass(frozen=True)
+class AlphaSchedule:
+    """One alpha schedule of AduC, its defaults declared and its values checked here only (the recipe's
+    `alpha_schedule`, `alpha_max`, `alpha_min` and `alpha_decay` fields are built into one).
+
+    Calling it gives alpha at a (0-based) epoch: `AlphaSchedule()(200)` is 0.0112 (the official schedule).
+    """
+
+    kind: str = "official"
+    alpha_max: float = 1.0
+    alpha_min: float = 0.01
+    decay: float = 1000
+
+    def __post_init__(self) -> None:
+        ALPHA_SCHEDULES.check(self.kind, field="alpha_schedule")
+        if self.alpha_min < 0:
+            raise ValueError(f"alpha_min must be >= 0, got {self.alpha_min}")
+        if self.alpha_min > self.alpha_max:
+            raise ValueError(f"alpha_min={self.alpha_min} must not exceed alpha_max={self.alpha_max}")
+        if not self.decay > 0:
+            raise ValueError(f"alpha_decay must be > 0, got {self.decay}")
+
+    def __call__(self, epoch: int, num_epochs: int | None = None) -> float:
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        return ALPHA_SCHEDULES[self.kind](int(epoch), self.alpha_max, self.alpha_min, self.decay, num_epochs)
+
+    def held_constant(self) -> AlphaSchedule:
+        """alpha_max throughout: the schedule of "AdUni w/o AduC" (`aduni_fixed`)."""
+        return replace(self, kind="constant")
+
+
+DEFAULT_ALPHA = AlphaSchedule()
+
+
 def alpha_schedule(
     epoch: int,
-    kind: str = "official",
-    alpha_max: float = 1.0,
-    alpha_min: float = 0.01,
-    decay: float = 1000,
+    kind: str = DEFAULT_ALPHA.kind,
+    alpha_max: float = DEFAULT_ALPHA.alpha_max,
+    alpha_min: float = DEFAULT_ALPHA.alpha_min,
+    decay: float = DEFAULT_ALPHA.decay,
     num_epochs: int | None = None,
 ) -> float:
     """Alpha of AduC at (0-based) `epoch` under schedule `kind` (one of `ALPHA_SCHEDULES`; each kind's
-    docstring gives its formula)."""
-    schedule = ALPHA_SCHEDULES[kind]
-    if epoch < 0:
-        raise ValueError(f"epoch must be >= 0, got {epoch}")
-    if not 0 <= alpha_min <= alpha_max:
-        raise ValueError(
-            f"need 0 <= alpha_min <= alpha_max, got alpha_min={alpha_min}, alpha_max={alpha_max}"
-        )
-    if kind in ("official", "cosine", "step") and decay <= 0:
-        raise ValueError(f"decay must be > 0, got {decay}")
-    return schedule(int(epoch), alpha_max, alpha_min, decay, num_epochs)
+    docstring gives its formula): `AlphaSchedule(kind, alpha_max, alpha_min, decay)(epoch, num_epochs)`."""
+    return AlphaSchedule(kind, alpha_max, alpha_min, decay)(epoch, num_epochs)
 
 
 def official_learning_rate(
@@ -97,4 +124,4 @@ def official_learning_rate(
     return min_lr + (base_lr - min_lr) * (1.0 + math.cos(math.pi * progress)) / 2.0
 
 
-__all__ = ["ALPHA_SCHEDULES", "alpha_schedule", "official_learning_rate"]
+__all__ = ["ALPHA_SCHEDULES", "DEFAULT_ALPHA", "AlphaSchedule", "alpha_schedule", "official_learning_rate"]

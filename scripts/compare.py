@@ -17,7 +17,7 @@ from aduni_hf.evaluation.compare import (
     load_run,
     reported_model,
 )
-from aduni_hf.evaluation.cross_validation import REPORTED_MODELS
+from aduni_hf.evaluation.cv_summary import REPORTED_MODELS
 from aduni_hf.utils import write_atomic
 
 

@@ -7,8 +7,15 @@ accelerate launch scripts/cross_validate.py configs/isic2018_aduni.yaml --datase
 import sys
 
 from aduni_hf.hub.push import PushError
-from aduni_hf.training import ARGUMENT_CLASSES, NonFiniteTrainingError, RecipeError, parse_recipe
-from aduni_hf.training.cross_validate import CrossValidationArguments, parse_folds, run_cross_validation
+from aduni_hf.recipes import (
+    ARGUMENT_CLASSES,
+    CrossValidationArguments,
+    RecipeError,
+    parse_folds,
+    parse_recipe,
+    run_cross_validation,
+)
+from aduni_hf.training import NonFiniteTrainingError
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ model and its run_config.yaml (the same data set, fold and image size).
 import argparse
 import sys
 
-from aduni_hf.training.report import experiment_figures
+from aduni_hf.recipes.experiment_figures import experiment_figures
 
 
 def main() -> None:

@@ -7,13 +7,8 @@ python scripts/train.py configs/isic2018_aduni.yaml --dataset_path data/isic2018
 import sys
 
 from aduni_hf.hub.push import PushError
-from aduni_hf.training import (
-    ARGUMENT_CLASSES,
-    NonFiniteTrainingError,
-    RecipeError,
-    parse_recipe,
-    run_training,
-)
+from aduni_hf.recipes import ARGUMENT_CLASSES, RecipeError, parse_recipe, run_training
+from aduni_hf.training import NonFiniteTrainingError
 
 
 def main() -> None:

@@ -13,12 +13,15 @@ import pytest
 from scipy import stats
 
 from aduni_hf.evaluation.compare import comparison_rows, load_run, paired_test
-from aduni_hf.evaluation.paper_results import paper_row
+from aduni_hf.evaluation.paper_results import PAPER_FIXED_ALPHA_001, rows_of
+from aduni_hf.methods import METHODS, MethodArguments
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_run(folder: Path, method: str, sampler: str, accuracies, f1s, dataset="isic2018", alpha_max=1.0):
+def write_run(
+    folder: Path, method: str, sampler: str, accuracies, f1s, dataset="isic2018", alpha_max=1.0, paper=None
+):
     folds = {
         str(k): {"accuracy": a, "macro_f1": f, "balanced_accuracy": f, "f1": {}, "seconds": 10.0}
         for k, (a, f) in enumerate(zip(accuracies, f1s, strict=True))
@@ -29,6 +32,8 @@ def write_run(folder: Path, method: str, sampler: str, accuracies, f1s, dataset=
     results = {"method": method, "sampler": sampler, "dataset": f"data/{dataset}", "dataset_name": dataset,
                "folds": folds, "mean": mean, "std": std, "selection": "the model after the last epoch",
                "recipe": {"alpha_max": alpha_max}}  # fmt: skip
+    if paper is not None:  # the paper's row the run's method chose for it (cv_results.json's "paper")
+        results["paper"] = paper
     (folder / "cv_results.json").write_text(json.dumps(results))
     return folder
 
@@ -68,10 +73,51 @@ def test_rows_carry_the_papers_numbers_and_the_tests(tmp_path):
     )
 
 
+def fixed_alpha_row(dataset: str, sampler: str, alpha_max: float):
+    return METHODS["aduni_fixed"].paper_row(
+        dataset, sampler, MethodArguments(method="aduni_fixed", alpha_max=alpha_max)
+    )
+
+
 def test_fixed_alpha_rows_follow_alpha_max():
-    assert paper_row("aptos2019", "aduni_fixed", "none", {"alpha_max": 1.0})["macro_f1"] == (0.682, 1.63e-3)
-    assert paper_row("aptos2019", "aduni_fixed", "none", {"alpha_max": 0.01})["macro_f1"] == (0.675, 1.63e-3)
-    assert paper_row("digits_lt", "aduni", "none") is None
+    # Table 1's "AdUni w/o AduC" with the official alpha, Table 2's fixed-alpha row with alpha 0.01
+    assert fixed_alpha_row("aptos2019", "none", 1.0)["macro_f1"] == (0.682, 1.63e-3)
+    assert fixed_alpha_row("aptos2019", "none", 0.01)["macro_f1"] == (0.675, 1.63e-3)
+    assert fixed_alpha_row("isic2018", "sqrt", 0.01)["macro_f1"] == (0.769, 2.94e-3)
+    assert fixed_alpha_row("isic2018", "sqrt", 1.0) is None  # Table 1 has no sampler rows
+    assert METHODS["aduni_fixed"].paper_row("aptos2019", "none")["macro_f1"] == (0.682, 1.63e-3)  # no fields
+    assert METHODS["aduni"].paper_row("digits_lt", "none") is None
+    assert METHODS["aduni"].paper_row("isic2018", "upsample") == rows_of("aduni")[("isic2018", "upsample")]
+    assert METHODS["balanced_softmax"].paper_row("isic2018", "none") is None  # not a row of the paper
+    assert rows_of("ce")[("aptos2019", "none")]["accuracy"] == (0.813, 6.09e-3)
+
+
+def test_rows_take_the_papers_row_the_run_recorded(tmp_path):
+    """cv_results.json's "paper" (the row the method chose: aduni_fixed at alpha 0.01 is Table 2's) wins over the
+    method's row of the tables, which is the fallback for a run that recorded none."""
+    table2 = fixed_alpha_row("isic2018", "none", 0.01)
+    assert table2 == PAPER_FIXED_ALPHA_001[("isic2018", "none")]
+    runs = [
+        load_run(write_run(tmp_path / "a", "aduni", "none", [0.88, 0.87], [0.80, 0.81])),
+        load_run(
+            write_run(
+                tmp_path / "f",
+                "aduni_fixed",
+                "none",
+                [0.86, 0.87],
+                [0.76, 0.77],
+                alpha_max=0.01,
+                paper=table2,
+            )
+        ),
+        load_run(write_run(tmp_path / "t1", "aduni_fixed", "none", [0.87, 0.88], [0.77, 0.78])),
+    ]
+    rows = {Path(row["run"]).name: row for row in comparison_rows(runs)}
+    assert (rows["f"]["paper_accuracy_mean"], rows["f"]["paper_accuracy_std"]) == (0.867, 4.49e-3)
+    assert (rows["f"]["paper_macro_f1_mean"], rows["f"]["paper_macro_f1_std"]) == (0.760, 2.16e-3)
+    table1 = (rows["t1"]["paper_macro_f1_mean"], rows["t1"]["paper_macro_f1_std"])
+    assert table1 == (0.778, 1.94e-3)  # Table 1: the run recorded no row
+    assert rows["a"]["paper_macro_f1_mean"] == 0.805
 
 
 def test_the_script_writes_markdown_and_csv(tmp_path):

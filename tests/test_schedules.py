@@ -3,11 +3,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
-from aduni_hf.schedules import ALPHA_SCHEDULES, alpha_schedule, official_learning_rate
+from aduni_hf.schedules import (
+    ALPHA_SCHEDULES,
+    DEFAULT_ALPHA,
+    AlphaSchedule,
+    alpha_schedule,
+    official_learning_rate,
+)
 
 # ----------------------------------------------------------------------------------------------------------
 # alpha: official (cumulative) kind
@@ -114,7 +121,9 @@ def test_alpha_monotone_non_increasing_within_bounds(kind):
 
 
 def test_unknown_kind_raises_naming_valid_kinds():
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(
+        ValueError, match=r"alpha_schedule='exponential' is unknown; choose one of \["
+    ) as error:
         alpha_schedule(0, kind="exponential")
     for kind in ("official", "cosine", "linear", "step", "constant"):
         assert kind in str(error.value)
@@ -123,8 +132,56 @@ def test_unknown_kind_raises_naming_valid_kinds():
 
 @pytest.mark.parametrize("kind", ["official", "cosine", "linear", "step", "constant"])
 def test_alpha_min_above_alpha_max_raises(kind):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="alpha_min=0.5 must not exceed alpha_max=0.1"):
         alpha_schedule(0, kind=kind, alpha_max=0.1, alpha_min=0.5, num_epochs=10)
+    with pytest.raises(ValueError, match="alpha_min must be >= 0, got -0.1"):
+        AlphaSchedule(kind, alpha_max=0.5, alpha_min=-0.1)
+
+
+@pytest.mark.parametrize("kind", ["official", "cosine", "linear", "step", "constant"])
+@pytest.mark.parametrize("decay", [0, -5.0])
+def test_decay_must_be_positive_for_every_kind(kind, decay):
+    with pytest.raises(ValueError, match=f"alpha_decay must be > 0, got {decay}"):
+        AlphaSchedule(kind, decay=decay)
+    with pytest.raises(ValueError, match="alpha_decay must be > 0"):
+        alpha_schedule(0, kind=kind, decay=decay, num_epochs=10)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# AlphaSchedule: one schedule, checked once, called for alpha
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_the_default_schedule_is_the_official_one():
+    assert AlphaSchedule() == DEFAULT_ALPHA == AlphaSchedule("official", 1.0, 0.01, 1000)
+    for epoch in (0, 100, 150, 200, 250, 400):
+        assert AlphaSchedule()(epoch, 400) == alpha_schedule(epoch)
+    assert round(AlphaSchedule()(200), 4) == 0.0112  # num_epochs is optional but for the linear kind
+
+
+@pytest.mark.parametrize("kind", ["official", "cosine", "linear", "step", "constant"])
+def test_calling_a_schedule_is_the_alpha_schedule_function(kind):
+    schedule = AlphaSchedule(kind, alpha_max=0.7, alpha_min=0.05, decay=30)
+    for epoch in (0, 1, 15, 29, 30, 49):
+        expected = alpha_schedule(epoch, kind=kind, alpha_max=0.7, alpha_min=0.05, decay=30, num_epochs=50)
+        assert schedule(epoch, 50) == expected, epoch
+    assert schedule(0, 50) == 0.7  # every kind starts at alpha_max
+
+
+def test_held_constant_keeps_alpha_max_and_the_other_fields():
+    schedule = AlphaSchedule("cosine", alpha_max=0.3, alpha_min=0.02, decay=50)
+    constant = schedule.held_constant()
+    assert constant == AlphaSchedule("constant", 0.3, 0.02, 50)
+    assert [constant(epoch, 100) for epoch in (0, 49, 50, 99)] == [0.3] * 4
+    assert schedule(99, 100) == pytest.approx(0.02)  # the original is unchanged
+
+
+def test_a_schedule_is_frozen_and_refuses_a_negative_epoch():
+    schedule = AlphaSchedule()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        schedule.alpha_max = 0.5
+    with pytest.raises(ValueError, match="epoch must be >= 0, got -1"):
+        schedule(-1, 10)
 
 
 # ----------------------------------------------------------------------------------------------------------

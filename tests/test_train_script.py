@@ -43,7 +43,7 @@ def test_launch_prints_no_warning_about_missing_settings(demo_run):
 
 def test_console_shows_our_logs_and_one_line_per_epoch(demo_run):
     _, output = demo_run
-    assert re.search(r"aduni_hf\.training\.run - train \d+ images, val \d+, test 142", output)  # our logger
+    assert re.search(r"aduni_hf\.recipes\.run_data - train \d+ images, val \d+, test 142", output)  # our logger
     epoch_lines = [line for line in output.splitlines() if line.startswith("epoch ")]
     assert [line.split()[1] for line in epoch_lines[:2]] == ["1/2", "2/2"]
     assert all("loss" in line and "alpha" in line and "val accuracy" in line for line in epoch_lines[:2])

@@ -19,11 +19,13 @@ from .samplers import (
     SAMPLERS,
     ClassAwareSampler,
     EpochSampler,
+    FirstDraws,
     ProgressiveSampler,
     RandomEpochSampler,
     SquareRootSampler,
     UpSampler,
     build_sampler,
+    training_epochs,
 )
 from .sources import DATASETS, build_dataset
 from .transforms import AUGMENTATIONS, IMAGENET_MEAN, IMAGENET_STD, build_augmentation, eval_transform
@@ -64,4 +66,6 @@ __all__ = [
     "SquareRootSampler",
     "ProgressiveSampler",
     "build_sampler",
+    "FirstDraws",
+    "training_epochs",
 ]

@@ -31,12 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from PIL import Image, ImageFile, ImageOps
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
+from ..image_utils import as_rgb
 from .validation import InvalidItems, Location
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm"})
@@ -95,17 +94,6 @@ def match_image_files(
             for path in candidates:
                 invalid.add(stem, str(path), f"image file has no row in {declared_in}")
     return paths
-
-
-def as_rgb(image: Image.Image) -> Image.Image:
-    """Grayscale, palette, RGBA and 16-bit images become 8-bit RGB (at build time and again at train time)."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32))
-        scale = 255.0 / 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 1.0
-        image = Image.fromarray((pixels * scale).round().clamp(0, 255).to(torch.uint8).numpy(), mode="L")
-    return image.convert("RGB")
 
 
 def resize_like_transform(image: Image.Image, image_size: int) -> Image.Image:

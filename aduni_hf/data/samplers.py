@@ -21,6 +21,7 @@ sampler the context its constructor names (`batch_size`, `num_epochs`, `num_clas
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -329,3 +330,52 @@ def build_sampler(name: str, labels: Sequence[int], /, seed: int, **context: Any
     if missing:
         raise ValueError(f"sampler {name!r} needs {', '.join(missing)}; pass it to build_sampler")
     return sampler_class(labels, seed=seed, **kwargs)
+
+
+class FirstDraws(Sampler[DrawKey]):
+    """The first `count` draws of every epoch of an `EpochSampler` (its `set_epoch`, `epoch` and `labels` pass
+    through).
+
+    classifier-balancing counts a cRT epoch as the batches of an instance-balanced epoch (`epoch_steps` = N / batch
+    in run_networks.py) while its class-aware sampler yields M*C draws; this gives the same epoch length. It also
+    leaves out an epoch's last, incomplete batch (`drop_last_train_batch`).
+    """
+
+    def __init__(self, sampler: EpochSampler, count: int) -> None:
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        self.sampler = sampler
+        self.count = min(int(count), len(sampler))
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.sampler.labels
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[DrawKey]:
+        return itertools.islice(iter(self.sampler), self.count)
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def training_epochs(
+    sampler: EpochSampler, batch_size: int, *, dataset_length: bool = False, drop_last: bool = False
+) -> EpochSampler | FirstDraws:
+    """`sampler` with the epoch length a stage asks for, for a global batch of `batch_size`:
+
+    - `dataset_length`: the first floor(N / B) * B draws of each epoch (N the training images), the batches of an
+      instance-balanced epoch whatever the sampler draws;
+    - `drop_last`: without the epoch's last, incomplete batch (training only: evaluation keeps every image).
+    """
+    if dataset_length:
+        sampler = FirstDraws(sampler, max(1, len(sampler.labels) // batch_size) * batch_size)
+    if drop_last and len(sampler) % batch_size and len(sampler) > batch_size:
+        sampler = FirstDraws(sampler, len(sampler) // batch_size * batch_size)
+    return sampler

@@ -15,12 +15,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from ..image_utils import IMAGENET_MEAN, IMAGENET_STD
 from ..registry import Registry
-
-# ImageNet statistics (timm.data.IMAGENET_DEFAULT_MEAN / _STD), used by the official code and the saved
-# image processor.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 ImageTransform = Callable[[Image.Image], torch.Tensor]
 AUGMENTATIONS: Registry[Callable[[int], ImageTransform]] = Registry("augmentation")

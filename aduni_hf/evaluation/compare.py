@@ -20,8 +20,8 @@ from typing import Any
 
 from scipy import stats
 
-from .cross_validation import REPORTED_MODELS, paper_format
-from .paper_results import paper_row
+from .cv_summary import REPORTED_MODELS, paper_format
+from .paper_results import rows_of
 
 REFERENCE_METHOD = "aduni"
 COMPARED = ("accuracy", "macro_f1")
@@ -107,7 +107,8 @@ def comparison_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
         for metric in COMPARED:
             row[f"{metric}_mean"] = results["mean"][metric]
             row[f"{metric}_std"] = results["std"][metric]
-        paper = paper_row(dataset, results["method"], row["sampler"], results.get("recipe"))
+        # the row the run recorded (its method chose it, aduni_hf/methods), else its method's row of the tables
+        paper = results.get("paper") or rows_of(results["method"]).get((dataset, row["sampler"]))
         for metric in COMPARED:
             row[f"paper_{metric}_mean"], row[f"paper_{metric}_std"] = paper[metric] if paper else (None, None)
         reference = references.get(dataset)

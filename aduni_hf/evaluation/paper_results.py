@@ -2,24 +2,23 @@
 test accuracy and macro-F1 on ISIC2018 and APTOS2019, keyed by this project's (data set, method, sampler).
 
 Table 1 compares methods without sampling; Table 2 compares samplers for AdUni with alpha 1 -> 0.01 (the
-`aduni` rows) and with alpha fixed at 0.01 (`aduni_fixed` with `alpha_max: 0.01`, see `paper_row`). Two standard
+`aduni` rows) and with alpha fixed at 0.01 (`PAPER_FIXED_ALPHA_001`: the `aduni_fixed` method with
+`alpha_max: 0.01`, aduni_hf/methods/aduni.py). Each method object takes its rows from here (`rows_of`). Two standard
 deviations are printed without the minus of their exponent in the paper (SqRt sampling, "2.94e03" and
 "1.89e03"); they are read as e-03 like every other entry.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-Entry = dict[str, tuple[float, float]]
+PaperEntry = dict[str, tuple[float, float]]  # {"accuracy": (mean, std), "macro_f1": (mean, std)}
 
 
-def _row(acc: float, acc_std: float, f1: float, f1_std: float) -> Entry:
+def _row(acc: float, acc_std: float, f1: float, f1_std: float) -> PaperEntry:
     return {"accuracy": (acc, acc_std), "macro_f1": (f1, f1_std)}
 
 
 # (data set, method, sampler) -> {"accuracy": (mean, std), "macro_f1": (mean, std)}; Table 1 then Table 2.
-PAPER_RESULTS: dict[tuple[str, str, str], Entry] = {
+PAPER_RESULTS: dict[tuple[str, str, str], PaperEntry] = {
     ("isic2018", "ce", "none"): _row(0.841, 5.37e-3, 0.701, 1.21e-3),
     ("isic2018", "balms", "none"): _row(0.862, 2.28e-3, 0.756, 1.94e-3),
     ("isic2018", "ldam_drw", "none"): _row(0.851, 2.28e-3, 0.728, 1.94e-3),
@@ -48,7 +47,7 @@ PAPER_RESULTS: dict[tuple[str, str, str], Entry] = {
 }
 
 # Table 2, alpha fixed at 0.01: (data set, sampler) -> entry, for `aduni_fixed` runs with alpha_max 0.01.
-PAPER_FIXED_ALPHA_001: dict[tuple[str, str], Entry] = {
+PAPER_FIXED_ALPHA_001: dict[tuple[str, str], PaperEntry] = {
     ("isic2018", "none"): _row(0.867, 4.49e-3, 0.760, 2.16e-3),
     ("isic2018", "upsample"): _row(0.876, 3.55e-3, 0.782, 5.79e-3),
     ("isic2018", "sqrt"): _row(0.869, 3.29e-3, 0.769, 2.94e-3),
@@ -60,14 +59,6 @@ PAPER_FIXED_ALPHA_001: dict[tuple[str, str], Entry] = {
 }
 
 
-def paper_row(dataset: str, method: str, sampler: str, recipe: dict[str, Any] | None = None) -> Entry | None:
-    """The paper's result for a run of `method` with `sampler` on `dataset` (a registered name: isic2018,
-    aptos2019), or None where the paper has none. An `aduni_fixed` run with alpha_max 0.01 in its `recipe` is
-    Table 2's fixed-alpha row; with the official alpha (1) it is Table 1's "AdUni w/o AduC"."""
-    if (
-        method == "aduni_fixed"
-        and recipe is not None
-        and abs(float(recipe.get("alpha_max", 1.0)) - 0.01) < 1e-12
-    ):
-        return PAPER_FIXED_ALPHA_001.get((dataset, sampler))
-    return PAPER_RESULTS.get((dataset, method, sampler))
+def rows_of(method: str) -> dict[tuple[str, str], PaperEntry]:
+    """The rows of `method` in Tables 1-2 (`PAPER_RESULTS`), keyed by (data set, sampler)."""
+    return {(dataset, sampler): entry for (dataset, name, sampler), entry in PAPER_RESULTS.items() if name == method}

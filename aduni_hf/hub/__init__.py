@@ -1,6 +1,7 @@
-"""Hub artefacts: the model card rendered from model_card.md, the image processor saved with the model."""
+"""Hub artefacts: the model cards (single run, cross-validation) rendered from one template, the image processor
+saved with the model."""
 
-from .model_card import render_model_card
+from .model_card import render_cv_model_card, render_model_card
 from .processor import build_image_processor
 
-__all__ = ["build_image_processor", "render_model_card"]
+__all__ = ["build_image_processor", "render_cv_model_card", "render_model_card"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from PIL import Image
 from transformers import ViTImageProcessor
 
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..image_utils import IMAGENET_MEAN, IMAGENET_STD
 
 
 def build_image_processor(image_size: int) -> ViTImageProcessor:

@@ -1,41 +1,37 @@
-"""Training losses, one per file, in a registry keyed by the `method` name of a recipe.
+"""Training losses, one formula per file, each written from the paper and the released code it cites.
 
-Every registered loss is an `nn.Module` with two class attributes the trainer reads:
-`num_views` (augmented views per image it needs) and `uses_alpha` (whether it reads the alpha schedule),
-and a method `from_outputs(outputs, labels, alpha)` that takes the model output of the view-major batch.
-A loss that needs a classifier other than the default linear one names it in a class attribute
-`classifier_type` (`AdUniConfig.classifier_type`: LDAM-DRW's "cosine"); a loss that follows the training
-progress has a method `set_epoch(epoch, num_epochs)` (LDAM-DRW's deferred re-weighting).
-Adding a method is one new file with `@LOSSES.register("name")` plus its import below.
+Every loss is a `MethodLoss` (`base.py`): it takes the model output of a view-major batch (or runs the model
+itself) and returns a `LossOutput`. Which loss a method trains with, with which recipe fields, is the method's
+choice: aduni_hf/methods.
 """
 
-from .registry import LOSSES, build_loss  # noqa: I001  (the registry first: losses register into it)
 from .aduc import AduCLoss, aduc_per_anchor
-from .balanced_softmax import BalancedSoftmaxLoss
+from .balanced_softmax_loss import BalancedSoftmaxLoss
+from .class_prior import checked_class_counts, log_class_prior
 from .cross_entropy import CrossEntropyLoss
 from .ldam import LDAMDRWLoss, drw_class_weights, ldam_margins
-from .paco import PaCoAduCLoss, PaCoLoss, paco_per_anchor
+from .meta_balanced_softmax import MetaBalancedSoftmaxLoss, MetaDraw, MetaSampler
+from .method_loss import LossOutput, MethodLoss, view_major_labels
+from .paco_loss import PaCoLoss, paco_per_anchor
 from .supcon import SupConLoss, supcon_per_anchor
-from .stages import Stage, method_stages  # decouple and cicl, trained in two stages
-from .balms import BalmsLoss, MetaBalancedSoftmaxLoss, MetaSampler  # balms, two stages with a Meta Sampler
 
 __all__ = [
-    "Stage",
-    "method_stages",
-    "LOSSES",
-    "build_loss",
+    "LossOutput",
+    "MethodLoss",
+    "view_major_labels",
+    "checked_class_counts",
+    "log_class_prior",
     "AduCLoss",
     "aduc_per_anchor",
     "BalancedSoftmaxLoss",
-    "BalmsLoss",
     "MetaBalancedSoftmaxLoss",
+    "MetaDraw",
     "MetaSampler",
     "CrossEntropyLoss",
     "LDAMDRWLoss",
     "drw_class_weights",
     "ldam_margins",
     "PaCoLoss",
-    "PaCoAduCLoss",
     "paco_per_anchor",
     "SupConLoss",
     "supcon_per_anchor",

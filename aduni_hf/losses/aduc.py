@@ -19,12 +19,14 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..distributed import gather_contrast_set
-from .registry import LOSSES, log_class_prior
+from ..schedules import AlphaSchedule
+from .class_prior import log_class_prior
+from .method_loss import LossOutput, MethodLoss
 
-# The official code adds 1e-12 to the weighted positive count (and 1e-9 inside log(prior): registry.PRIOR_EPS).
+# The official code adds 1e-12 to the weighted positive count (and 1e-9 inside log(prior): class_prior.PRIOR_EPS).
 NORMALISER_EPS = 1e-12
 
 
@@ -76,8 +78,7 @@ def aduc_per_anchor(
     return weighted_sum / normaliser
 
 
-@LOSSES.register("aduni")
-class AduCLoss(nn.Module):
+class AduCLoss(MethodLoss):
     """AduC: classifier logits and the batch's views in one softmax (Cong et al. 2022, Eq. 3).
 
     Args:
@@ -99,6 +100,8 @@ class AduCLoss(nn.Module):
         beta_from_alpha: beta = 1 - alpha at every step (the released code's 'linear' alpha mode) instead of
             the constant `beta`.
         (docs/method.md, "Paper and code: every difference".)
+        alpha_schedule: alpha over training, for the trainer's `from_outputs` (default: the official schedule
+            with its defaults); `set_epoch` moves it on. A direct call takes alpha as an argument instead.
 
     Shapes:
         features: (V*N, d) L2-normalised, view-major: rows 0..N-1 are view 1 of the N images, rows N..2N-1
@@ -110,9 +113,6 @@ class AduCLoss(nn.Module):
             bf16/fp16 autocast. Under several processes: the mean over this rank's anchors, each contrasted
             with the global batch; with DDP's gradient averaging that trains on the global-batch loss.
     """
-
-    num_views = 2
-    uses_alpha = True
 
     def __init__(
         self,
@@ -126,6 +126,7 @@ class AduCLoss(nn.Module):
         classifier_temperature: float = 1.0,
         positive_normalisation: bool = True,
         beta_from_alpha: bool = False,
+        alpha_schedule: AlphaSchedule | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -153,6 +154,15 @@ class AduCLoss(nn.Module):
         if self.logit_adjustment:
             log_prior = log_class_prior(class_counts, num_classes)
         self.register_buffer("log_prior", log_prior, persistent=False)  # (C,)
+        self.alpha_schedule = alpha_schedule if alpha_schedule is not None else AlphaSchedule()
+        self.alpha = self.alpha_schedule.alpha_max  # every schedule's value at epoch 0, before set_epoch
+
+    def set_epoch(self, epoch: int, num_epochs: int) -> None:
+        """alpha of `epoch` under the loss's schedule, for the training steps of that epoch."""
+        self.alpha = self.alpha_schedule(epoch, num_epochs)
+
+    def epoch_logs(self) -> dict[str, float]:
+        return {"alpha": self.alpha}
 
     def extra_repr(self) -> str:
         return (
@@ -161,6 +171,14 @@ class AduCLoss(nn.Module):
         )
 
     def forward(self, features: Tensor, logits: Tensor, labels: Tensor, alpha: float) -> Tensor:
+        return self.compute(features, logits, labels, alpha).loss
+
+    def from_outputs(self, outputs, labels: Tensor) -> LossOutput:
+        """The loss of a model output (`.features`, `.logits`) of a view-major batch, at the epoch's alpha."""
+        return self.compute(outputs.features, outputs.logits, labels, self.alpha)
+
+    def compute(self, features: Tensor, logits: Tensor, labels: Tensor, alpha: float) -> LossOutput:
+        """The loss (see the class docstring for the shapes) with every anchor's value and its contrast set."""
         if features.ndim != 2 or logits.ndim != 2 or labels.ndim != 1:
             raise ValueError(
                 f"expected features (V*N, d), logits (V*N, C) and labels (N,), got {tuple(features.shape)}, "
@@ -182,7 +200,6 @@ class AduCLoss(nn.Module):
             contrast_features, contrast_labels, offset = gather_contrast_set(
                 features, row_labels, enabled=self.gather_distributed
             )
-            self.contrast_labels = contrast_labels.detach()  # what the anchors were contrasted with (for the logs)
             # (V*N, C): logit adjustment, and the paper's temperature on the class columns if asked for
             class_columns = (logits.to(dtype) + self.log_prior.to(dtype)) / self.classifier_temperature
             per_anchor = aduc_per_anchor(
@@ -198,21 +215,4 @@ class AduCLoss(nn.Module):
                 normalise=self.positive_normalisation,
             )
             per_anchor = per_anchor * (self.temperature / self.base_temperature)
-            self.row_losses = (per_anchor.detach(), row_labels)  # each anchor's loss, for the per-class logs
-            return per_anchor.mean()
-
-    def from_outputs(self, outputs, labels: Tensor, alpha: float) -> Tensor:
-        """The loss of a model output (`.features`, `.logits`) of a view-major batch."""
-        return self(outputs.features, outputs.logits, labels, alpha)
-
-
-@LOSSES.register("aduni_fixed")
-class AduCFixedAlphaLoss(AduCLoss):
-    """"AdUni w/o AduC" (Cong et al. 2022, Table 1): the same unified loss and model with a constant alpha.
-
-    This is the released code's path when `--adp_alpha` is left out: alpha stays `--alpha` (1 by default) for the
-    whole run. The recipe's `alpha_max` is the constant; the training script uses the `constant` schedule
-    whatever `alpha_schedule` says (docs/method.md, "Schedules").
-    """
-
-    fixed_alpha_schedule = "constant"
+            return LossOutput(per_anchor.mean(), per_anchor.detach(), row_labels, contrast_labels.detach())

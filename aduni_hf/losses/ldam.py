@@ -15,8 +15,8 @@ sum_c w_c = C. The weighted mean is PyTorch's: sum_i w_{y_i} L_i / sum_i w_{y_i}
 rate decay; a cosine schedule has no such step, so the switch here is at the fraction `drw_start` of training
 (0.8: epoch 320 of 400, the same 160/200 ratio).
 
-LDAM needs the normalised classifier of the official code (`NormedLinear`, cosine logits in [-1, 1]): the loss
-declares it with the class attribute `classifier_type = "cosine"`, the model's `AdUniConfig.classifier_type`.
+LDAM needs the normalised classifier of the official code (`NormedLinear`, cosine logits in [-1, 1]): the
+`ldam_drw` method (aduni_hf/methods/ldam_drw.py) trains it with `AdUniConfig.classifier_type = "cosine"`.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from .registry import LOSSES, checked_class_counts, view_major_labels
+from .class_prior import checked_class_counts
+from .method_loss import LossOutput, MethodLoss, view_major_labels
 
 
 def ldam_margins(class_counts: Sequence[int] | Tensor, max_margin: float = 0.5) -> Tensor:
@@ -59,8 +60,7 @@ def _counts(class_counts: Sequence[int] | Tensor) -> Tensor:
     return counts
 
 
-@LOSSES.register("ldam_drw")
-class LDAMDRWLoss(nn.Module):
+class LDAMDRWLoss(MethodLoss):
     """LDAM loss with deferred re-weighting (Cao et al. 2019) on the cosine logits of the model.
 
     Args:
@@ -79,10 +79,6 @@ class LDAMDRWLoss(nn.Module):
     Shapes: logits (V*N, C) view-major cosine similarities in [-1, 1], labels (N,) -> (), the weighted mean over
     the V*N rows, computed in float32 (float64 inputs stay float64), also under bf16/fp16 autocast.
     """
-
-    num_views = 1
-    uses_alpha = False
-    classifier_type = "cosine"  # the model needs AdUniConfig(classifier_type="cosine")
 
     def __init__(
         self,
@@ -143,6 +139,9 @@ class LDAMDRWLoss(nn.Module):
         return self.epoch >= self.drw_start_epoch(self.num_epochs)
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
+        return self.compute(logits, labels).loss
+
+    def compute(self, logits: Tensor, labels: Tensor) -> LossOutput:
         row_labels = view_major_labels(logits, labels, self.num_classes)
         dtype = torch.promote_types(logits.dtype, torch.float32)  # float32, or float64 for gradcheck
         with torch.autocast(device_type=logits.device.type, enabled=False):
@@ -151,12 +150,13 @@ class LDAMDRWLoss(nn.Module):
             adjusted = self.scale * (logits.to(dtype) - true_class * margin[:, None])  # (V*N, C)
             weight = self.drw_weights.to(dtype) if self.drw_active else None
             per_row = F.cross_entropy(adjusted, row_labels, reduction="none")
-            self.row_losses = (per_row.detach(), row_labels)  # unweighted, for the per-class logs
             if weight is None:
-                return per_row.mean()
-            row_weights = weight[row_labels]  # F.cross_entropy's weighted mean: sum w_y l / sum w_y
-            return (row_weights * per_row).sum() / row_weights.sum()
+                loss = per_row.mean()
+            else:
+                row_weights = weight[row_labels]  # F.cross_entropy's weighted mean: sum w_y l / sum w_y
+                loss = (row_weights * per_row).sum() / row_weights.sum()
+            return LossOutput(loss, per_row.detach(), row_labels)  # rows unweighted, for the per-class logs
 
-    def from_outputs(self, outputs, labels: Tensor, alpha: float) -> Tensor:
+    def from_outputs(self, outputs, labels: Tensor) -> LossOutput:
         """The loss of a model output (`.logits`, the cosine classifier's) of a view-major batch."""
-        return self(outputs.logits, labels)
+        return self.compute(outputs.logits, labels)

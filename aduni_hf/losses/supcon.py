@@ -18,9 +18,10 @@ after the official fix of SupContrast issue #141 (its normaliser is clamped to 1
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..distributed import gather_contrast_set
+from .method_loss import LossOutput, MethodLoss
 
 
 def supcon_per_anchor(
@@ -55,10 +56,10 @@ def supcon_per_anchor(
     return -(positives.to(log_prob.dtype) * log_prob).sum(dim=1) / count
 
 
-class SupConLoss(nn.Module):
+class SupConLoss(MethodLoss):
     """SupCon `L_out` over every view of the batch (Khosla et al. 2020; the loss of CICL's first stage).
 
-    Not a method of its own: the `cicl` method (`aduni_hf.training.stages`) trains its first stage with it.
+    Not a method of its own: the `cicl` method (aduni_hf/methods/cicl.py) trains its first stage with it.
 
     Args:
         num_classes: number of classes C (only for the contrast-set logs; the loss has no classifier term).
@@ -75,9 +76,6 @@ class SupConLoss(nn.Module):
         returns: () mean over the V*N anchors, computed in float32 (float64 inputs stay float64), also under
             bf16/fp16 autocast.
     """
-
-    num_views = 2
-    uses_alpha = False
 
     def __init__(
         self,
@@ -102,13 +100,18 @@ class SupConLoss(nn.Module):
         return f"temperature={self.temperature}, base_temperature={self.base_temperature}"
 
     def forward(self, features: Tensor, labels: Tensor) -> Tensor:
+        return self.compute(features, labels).loss
+
+    def compute(self, features: Tensor, labels: Tensor) -> LossOutput:
         if features.ndim != 2 or labels.ndim != 1:
             raise ValueError(
                 f"expected features (V*N, d) and labels (N,), got {tuple(features.shape)} and {tuple(labels.shape)}"
             )
         rows, num_images = features.shape[0], labels.shape[0]
         if num_images == 0 or rows % num_images:
-            raise ValueError(f"expected V*N feature rows for N={num_images} labels, got {tuple(features.shape)}")
+            raise ValueError(
+                f"expected V*N feature rows for N={num_images} labels, got {tuple(features.shape)}"
+            )
         dtype = torch.promote_types(features.dtype, torch.float32)  # float32, or float64 for gradcheck
         with torch.autocast(device_type=features.device.type, enabled=False):
             features = features.to(dtype)
@@ -116,7 +119,6 @@ class SupConLoss(nn.Module):
             contrast_features, contrast_labels, offset = gather_contrast_set(
                 features, row_labels, enabled=self.gather_distributed
             )
-            self.contrast_labels = contrast_labels.detach()  # what the anchors were contrasted with (for the logs)
             per_anchor = supcon_per_anchor(
                 features,
                 row_labels,
@@ -126,9 +128,8 @@ class SupConLoss(nn.Module):
                 anchor_offset=offset,
             )
             per_anchor = per_anchor * (self.temperature / self.base_temperature)
-            self.row_losses = (per_anchor.detach(), row_labels)  # each anchor's loss, for the per-class logs
-            return per_anchor.mean()
+            return LossOutput(per_anchor.mean(), per_anchor.detach(), row_labels, contrast_labels.detach())
 
-    def from_outputs(self, outputs, labels: Tensor, alpha: float) -> Tensor:
+    def from_outputs(self, outputs, labels: Tensor) -> LossOutput:
         """The loss of a model output (`.features`) of a view-major batch; the logits are not used."""
-        return self(outputs.features, labels)
+        return self.compute(outputs.features, labels)

@@ -1,23 +1,24 @@
-"""Training: argument dataclasses, the Trainer subclass, callbacks and the end-to-end run."""
+"""The training machinery, method-agnostic: `AdUniTrainer` (and `MetaSamplingTrainer`), its arguments, callbacks,
+chunked step, numerical guard and checkpoint files. Which loss, views and stages to train is a method's choice
+(`aduni_hf.methods`); a recipe run end to end is `aduni_hf.recipes.run_training`."""
 
-from .arguments import AdUniTrainingArguments, DataArguments, MethodArguments, ModelArguments
-from .callbacks import AlphaScheduleCallback
-from .cli import RecipeError, parse_recipe
-from .run import run_training
-from .trainer import AdUniTrainer, NonFiniteTrainingError
-
-ARGUMENT_CLASSES = (ModelArguments, DataArguments, MethodArguments, AdUniTrainingArguments)
+from .callbacks import AlphaScheduleCallback, EpochProgressCallback, PersistentWorkersCallback
+from .guard import NonFiniteTrainingError
+from .meta_sampling import MetaSamplingTrainer
+from .model_selection import OFFICIAL_SELECTION, SELECTIONS, VALIDATION_SELECTION, ModelSelectionCallback
+from .trainer import AdUniTrainer
+from .training_args import AdUniTrainingArguments
 
 __all__ = [
-    "ARGUMENT_CLASSES",
     "AdUniTrainer",
     "AdUniTrainingArguments",
     "AlphaScheduleCallback",
-    "DataArguments",
-    "MethodArguments",
-    "ModelArguments",
+    "EpochProgressCallback",
+    "MetaSamplingTrainer",
+    "ModelSelectionCallback",
     "NonFiniteTrainingError",
-    "RecipeError",
-    "parse_recipe",
-    "run_training",
+    "OFFICIAL_SELECTION",
+    "PersistentWorkersCallback",
+    "SELECTIONS",
+    "VALIDATION_SELECTION",
 ]

@@ -1,4 +1,5 @@
-"""Trainer callbacks: the AduC alpha schedule, and the console progress (a bar and one line per epoch)."""
+"""Trainer callbacks: the loss's epoch-dependent state (AduC's alpha), the console progress (a bar and one line
+per epoch), and the random stream under persistent data-loader workers."""
 
 from __future__ import annotations
 
@@ -8,43 +9,29 @@ import torch
 from tqdm.auto import tqdm
 from transformers import IntervalStrategy, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from ..schedules import alpha_schedule
+from ..losses import MethodLoss
+
+
+def epoch_index(state: TrainerState) -> int:
+    """The epoch being trained, from 0. `state.epoch` is a float: 2.9999999 at the start of epoch 3 after rounding,
+    3.5 mid-epoch on a resume."""
+    return math.floor((state.epoch or 0.0) + 1e-6)
 
 
 class AlphaScheduleCallback(TrainerCallback):
-    """Writes alpha for the current epoch at every epoch start (and at train start, which covers a resume).
+    """The one channel of epoch-dependent loss state: at every epoch start (and at train start, which covers a
+    resume) it tells the loss where training is, `loss.set_epoch(epoch, num_epochs)`.
 
-    Alpha is a pure function of the integer epoch (`alpha_schedule`), so nothing needs checkpointing.
-    `AdUniTrainer` reads `callback.alpha` in `compute_loss` and adds it to the training logs.
+    That is how AduC's alpha follows its schedule (the loss's `alpha_schedule`, the paper's adaptive alpha, after
+    which the callback is named) and how LDAM-DRW switches on its re-weighting. Both are pure functions of the
+    integer epoch, so nothing needs checkpointing. `AdUniTrainer` adds one for its loss.
     """
 
-    def __init__(
-        self,
-        kind: str = "official",
-        alpha_max: float = 1.0,
-        alpha_min: float = 0.01,
-        decay: float = 1000,
-        num_epochs: int | None = None,
-    ) -> None:
-        self.kind, self.alpha_max, self.alpha_min, self.decay = kind, alpha_max, alpha_min, decay
-        self.num_epochs = num_epochs
-        self.epoch = 0
-        self.alpha = self.value(0)  # also validates the arguments
-
-    def value(self, epoch: int, num_epochs: int | None = None) -> float:
-        return alpha_schedule(
-            epoch,
-            self.kind,
-            self.alpha_max,
-            self.alpha_min,
-            self.decay,
-            num_epochs=self.num_epochs or num_epochs,
-        )
+    def __init__(self, loss: MethodLoss) -> None:
+        self.loss = loss
 
     def _update(self, args: TrainingArguments, state: TrainerState) -> None:
-        # state.epoch is a float (2.9999999 at the start of epoch 3 after rounding, 3.5 mid-epoch on resume).
-        self.epoch = math.floor(state.epoch + 1e-6) if state.epoch else 0
-        self.alpha = self.value(self.epoch, num_epochs=math.ceil(args.num_train_epochs))
+        self.loss.set_epoch(epoch_index(state), math.ceil(args.num_train_epochs))
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         self._update(args, state)
@@ -64,20 +51,33 @@ def format_log_line(logs: dict[str, float], num_epochs: float) -> str:
     numbers only.
     """
     parts = [f"epoch {math.ceil(logs['epoch'] - 1e-6) if logs.get('epoch') else 0}/{math.ceil(num_epochs)}"]
-    for key, label in (("loss", "loss"), ("alpha", "alpha"), ("learning_rate", "lr"), ("grad_norm", "grad norm")):
+    for key, label in (
+        ("loss", "loss"),
+        ("alpha", "alpha"),
+        ("learning_rate", "lr"),
+        ("grad_norm", "grad norm"),
+    ):
         if key in logs:
             parts.append(f"{label} {_format_value(float(logs[key]))}")
-    if "contrast_majority" in logs:  # the paper's memory argument: per contrast set, majority vs a minority class
-        parts.append(f"contrast set {logs['contrast_majority']:.1f} majority / {logs['contrast_minority']:.1f} minority")
+    if (
+        "contrast_majority" in logs
+    ):  # the paper's memory argument: per contrast set, majority vs a minority class
+        parts.append(
+            f"contrast set {logs['contrast_majority']:.1f} majority / {logs['contrast_minority']:.1f} minority"
+        )
     evaluated = [
         (label, logs[f"eval_{key}"])
         for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("loss", "loss"))
         if f"eval_{key}" in logs
     ]
     if evaluated:
-        parts.append("val " + " ".join(f"{label} {_format_value(float(value))}" for label, value in evaluated))
+        parts.append(
+            "val " + " ".join(f"{label} {_format_value(float(value))}" for label, value in evaluated)
+        )
     if "train_runtime" in logs:
-        parts.append(f"done in {logs['train_runtime']:.1f} s, mean loss {_format_value(float(logs['train_loss']))}")
+        parts.append(
+            f"done in {logs['train_runtime']:.1f} s, mean loss {_format_value(float(logs['train_loss']))}"
+        )
     return "  ".join(parts)
 
 
@@ -104,13 +104,17 @@ class EpochProgressCallback(TrainerCallback):
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         self.training = True
         if state.is_world_process_zero and not args.disable_tqdm:
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, disable=None, dynamic_ncols=True)
+            self.bar = tqdm(
+                total=state.max_steps, initial=state.global_step, disable=None, dynamic_ncols=True
+            )
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         if self.bar is not None:
             self.bar.update(state.global_step - self.bar.n)
 
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
+    def on_log(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None, **kwargs
+    ):
         if not self.training or not state.is_world_process_zero or not logs:
             return
         is_training_log = "loss" in logs and not any(key.startswith("eval_") for key in logs)

@@ -1,141 +1,69 @@
-"""Run folders that survive a kill: which checkpoint to resume, what a finished run is, what a checkpoint holds.
+"""What a checkpoint of `AdUniTrainer` holds, and when it is whole.
 
-An `output_dir` is in one of four states, told apart by its files:
+Besides the Trainer's files (model.safetensors, optimizer.pt, scheduler.pt, rng_state.pth, trainer_state.json) a
+checkpoint holds `aduni_run.json` (what the run is: the recipe fields and the data, checked on resume) and, for a
+method with training state (a momentum encoder, a feature queue, a sampler's weights), `method_state.safetensors`:
+the loss module's state dict.
 
-- empty (or missing): a fresh run;
-- `checkpoint-N/` folders and no `test_results.json`: an interrupted run, resumed from the highest complete
-  checkpoint by the same command (as the Hugging Face example scripts do);
-- `test_results.json`: a finished run. It is written last, after the model, the card and every other result,
-  so a killed run never looks finished. Training into it is refused unless `--overwrite_output_dir true`;
-- `training_failed.json`: training stopped on a non-finite loss or gradient; the checkpoints before it are kept.
-
-A checkpoint is written into `tmp-checkpoint-N/` and renamed to `checkpoint-N/` once every file is in place
-(`AdUniTrainer._save_checkpoint`), so a kill during a save leaves the previous checkpoint as the last one.
-Besides the Trainer's files (model.safetensors, optimizer.pt, scheduler.pt, rng_state.pth, trainer_state.json)
-it holds `aduni_run.json` (the recipe fields that shape the result, checked on resume) and, for methods with
-training state (a momentum encoder, a feature queue), `method_state.safetensors`.
+Whole or not: `AdUniTrainer._save_checkpoint` writes these two files first, then lets the Trainer write its own,
+which ends with trainer_state.json (transformers 5.25, `Trainer._save_checkpoint`); the rotation of older
+checkpoints comes after that. So a checkpoint whose trainer_state.json reads as JSON is complete, and a kill at any
+point leaves the previous complete checkpoint in place (docs/hf_stack.md, "Checkpoints and resuming").
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
+import torch
+from torch import nn
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..utils import write_atomic
-from .cli import RecipeError
 
 logger = logging.getLogger(__name__)
 
-STAGING_PREFIX = "tmp-"  # tmp-checkpoint-N: not a checkpoint to transformers' get_last_checkpoint either
 RUN_RECORD_NAME = "aduni_run.json"
 METHOD_STATE_NAME = "method_state.safetensors"
-FAILURE_NAME = "training_failed.json"
-FINISHED_NAME = "test_results.json"  # written last: its presence means the run finished
-SELECTION_PREFIXES = ("best_validation.", "official_test_selection.")  # <name>.json and <name>.safetensors
-CHECKPOINT_FILES = ("config.json", "model.safetensors", "trainer_state.json", RUN_RECORD_NAME)
+TRAINER_STATE_NAME = "trainer_state.json"  # the Trainer's, written last
+CHECKPOINT_FILES = ("config.json", "model.safetensors", RUN_RECORD_NAME, TRAINER_STATE_NAME)
 _CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
-# Recipe fields that may differ between a checkpoint and the run resuming it: where files go, how much is
-# logged, how data is loaded (augmentation is seeded per image, so workers do not change the views), and the
-# training length (checked separately). Every other recipe field changes the result, and a difference refuses.
-RESUMABLE_FIELDS = frozenset(
-    {
-        # ModelArguments / DataArguments: the place of the data, not the data (its content is compared)
-        "dataset_path",
-        "data_dir",
-        "gradient_checkpointing",
-        # AdUniTrainingArguments
-        "output_dir",
-        "overwrite_output_dir",
-        "resume_from_checkpoint",
-        "num_train_epochs",
-        "max_steps",
-        "torch_threads",
-        "per_device_eval_batch_size",
-        "eval_strategy",
-        "eval_steps",
-        "eval_delay",
-        "eval_on_start",
-        "logging_strategy",
-        "logging_steps",
-        "logging_first_step",
-        "logging_nan_inf_filter",
-        "log_level",
-        "log_level_replica",
-        "log_on_each_node",
-        "disable_tqdm",
-        "report_to",
-        "run_name",
-        "project",
-        "trackio_space_id",
-        "save_strategy",
-        "save_steps",
-        "save_total_limit",
-        "save_on_each_node",
-        "save_only_model",
-        "dataloader_num_workers",
-        "dataloader_pin_memory",
-        "dataloader_persistent_workers",
-        "dataloader_prefetch_factor",
-        "push_to_hub",
-        "hub_model_id",
-        "hub_strategy",
-        "hub_token",
-        "hub_private_repo",
-        "hub_always_push",
-        "hub_revision",
-        "include_for_metrics",
-        "include_num_input_tokens_seen",
-        "metric_for_best_model",
-        "greater_is_better",
-        "load_best_model_at_end",
-        "ddp_timeout",
-        "ddp_backend",
-        "local_rank",
-        "skip_memory_metrics",
-        "use_cpu",
-    }
-)
 
-
-# What identifies a data set wherever its folder lies (run.data_record): compared on resume.
-DATA_IDENTITY = ("class_names", "digest")
-
-
-class RunFolderError(RecipeError):
-    """An output_dir or checkpoint that cannot be used as asked; the message says why and what to do."""
-
-
-# ---- checkpoints ------------------------------------------------------------------------------------------
 def checkpoint_step(path: str | Path) -> int | None:
     match = _CHECKPOINT_RE.match(Path(path).name)
     return int(match.group(1)) if match else None
 
 
 def missing_checkpoint_files(path: str | Path) -> list[str]:
-    """The files a complete checkpoint has and `path` lacks."""
-    return [name for name in CHECKPOINT_FILES if not (Path(path) / name).is_file()]
+    """What a complete checkpoint has and `path` lacks (a trainer_state.json cut short counts as missing)."""
+    path = Path(path)
+    missing = [name for name in CHECKPOINT_FILES if not (path / name).is_file()]
+    if TRAINER_STATE_NAME not in missing:
+        try:
+            json.loads((path / TRAINER_STATE_NAME).read_text())
+        except (OSError, ValueError):
+            missing.append(f"a readable {TRAINER_STATE_NAME}")
+    return missing
+
+
+def checkpoints_of(output_dir: str | Path) -> list[Path]:
+    """The `checkpoint-N` folders of `output_dir`, by step."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    numbered = [(checkpoint_step(p), p) for p in output_dir.iterdir() if p.is_dir()]
+    return [path for step, path in sorted((s, p) for s, p in numbered if s is not None)]
 
 
 def last_checkpoint(output_dir: str | Path) -> Path | None:
     """The complete `checkpoint-N` of highest N in `output_dir` (incomplete ones are reported and passed over)."""
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        return None
-    numbered = sorted(
-        (step, path)
-        for path in output_dir.iterdir()
-        if path.is_dir() and (step := checkpoint_step(path)) is not None
-    )
-    for _, path in reversed(numbered):
+    for path in reversed(checkpoints_of(output_dir)):
         missing = missing_checkpoint_files(path)
         if not missing:
             return path
@@ -143,149 +71,37 @@ def last_checkpoint(output_dir: str | Path) -> Path | None:
     return None
 
 
-# ---- the output folder --------------------------------------------------------------------------------------
-def _finished_summary(path: Path) -> str:
-    try:
-        results = json.loads(path.read_text())
-        return f"test accuracy {results['test_accuracy']:.4f}, macro-F1 {results['test_macro_f1']:.4f}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "unreadable results"
+def begin_checkpoint(folder: Path, loss_fn: nn.Module, run_record: dict[str, Any]) -> None:
+    """What `AdUniTrainer` writes into a checkpoint before the Trainer writes its own files: the run record and the
+    method state. A checkpoint saved again at the same step loses its trainer_state.json first, so it counts as
+    incomplete until the Trainer has rewritten every file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / TRAINER_STATE_NAME).unlink(missing_ok=True)
+    save_method_state(loss_fn, folder)
+    write_atomic(folder / RUN_RECORD_NAME, json.dumps(run_record, indent=2, default=str))
 
 
-def check_writable(output_dir: Path) -> None:
-    """Create `output_dir` and write a probe file in it, or fail now naming the folder."""
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=output_dir):
-            pass
-    except OSError as err:
-        raise RunFolderError(f"output_dir={str(output_dir)!r} is not writable: {err}") from err
+def save_method_state(loss_fn: nn.Module, directory: Path) -> None:
+    """The loss's training state (its persistent buffers, parameters and submodules) as safetensors.
 
-
-def clear_previous_run(output_dir: Path) -> list[str]:
-    """Remove what a previous run left that a fresh one must not mistake for its own: checkpoints, staged
-    checkpoints, results and the failure mark. The model files are simply overwritten. Returns the names."""
-    removed = []
-    for path in sorted(output_dir.iterdir()):
-        is_checkpoint = path.is_dir() and checkpoint_step(path.name.removeprefix(STAGING_PREFIX)) is not None
-        is_result = path.is_file() and (
-            path.name.endswith("_results.json")
-            or path.name == FAILURE_NAME
-            or path.name.startswith(SELECTION_PREFIXES)  # the models chosen during training (trainer.SELECTIONS)
-        )
-        if is_checkpoint:
-            shutil.rmtree(path)
-        elif is_result:
-            path.unlink()
-        else:
-            continue
-        removed.append(path.name)
-    return removed
-
-
-def prepare_output_dir(
-    output_dir: str | Path, resume_from_checkpoint: str | None, overwrite: bool
-) -> Path | None:
-    """Decide, before any data is read, where training starts; returns the checkpoint to resume from, or None.
-
-    - The folder must be writable.
-    - A finished run (`test_results.json`) is refused unless `overwrite`.
-    - `overwrite` starts a fresh run: the previous run's checkpoints and results are removed first.
-    - Otherwise `resume_from_checkpoint` if given, else the last complete checkpoint in the folder.
-    Call it on the main process first (`TrainingArguments.main_process_first`): the others then find the
-    same checkpoint, and nothing left to remove.
+    Stateless losses (AduC, CE: their log prior is a non-persistent buffer rebuilt from the class counts) write
+    nothing. A method that keeps state across steps registers it in its loss module and gets it saved and restored
+    with every checkpoint.
     """
-    output_dir = Path(output_dir)
-    check_writable(output_dir)
-    for staged in output_dir.glob(f"{STAGING_PREFIX}{PREFIX_CHECKPOINT_DIR}-*"):
-        logger.warning("removing %s, a checkpoint whose writing was interrupted", staged)
-        shutil.rmtree(staged, ignore_errors=True)
-    if overwrite:
-        if resume_from_checkpoint is not None:
-            raise RunFolderError(
-                "overwrite_output_dir starts a fresh run and resume_from_checkpoint continues one: give one of them"
-            )
-        removed = clear_previous_run(output_dir)
-        if removed:
-            logger.warning(
-                "overwrite_output_dir: a fresh run; removed %s from %s", ", ".join(removed), output_dir
-            )
-        return None
-    finished = output_dir / FINISHED_NAME
-    if finished.is_file():
-        raise RunFolderError(
-            f"output_dir={str(output_dir)!r} holds a finished run ({FINISHED_NAME}: {_finished_summary(finished)}). "
-            "Choose another output_dir, or pass --overwrite_output_dir true to train a fresh run over it."
+    state = {key: value.detach().cpu().contiguous() for key, value in loss_fn.state_dict().items()}
+    if state:
+        safetensors.torch.save_file(state, str(directory / METHOD_STATE_NAME), metadata={"format": "pt"})
+
+
+def load_method_state(loss_fn: nn.Module, checkpoint: str | Path, device: torch.device) -> None:
+    """Restore what `save_method_state` wrote; a method with state and a checkpoint without it is refused."""
+    expected = loss_fn.state_dict()
+    path = Path(checkpoint) / METHOD_STATE_NAME
+    if not expected and not path.exists():
+        return
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{checkpoint} has no {METHOD_STATE_NAME}: the state of method {type(loss_fn).__name__} "
+            f"({', '.join(expected)}) cannot be restored"
         )
-    failure = output_dir / FAILURE_NAME
-    if failure.is_file():
-        logger.warning("the previous attempt in %s failed: %s", output_dir, failure.read_text().strip())
-    if resume_from_checkpoint is not None:
-        checkpoint = Path(resume_from_checkpoint)
-        missing = missing_checkpoint_files(checkpoint) if checkpoint.is_dir() else ["the folder itself"]
-        if missing:
-            raise RunFolderError(
-                f"resume_from_checkpoint={resume_from_checkpoint!r} is not a complete checkpoint (no "
-                f"{', '.join(missing)})"
-            )
-        return checkpoint
-    checkpoint = last_checkpoint(output_dir)
-    if checkpoint is not None:
-        logger.info("resuming the interrupted run in %s from %s", output_dir, checkpoint.name)
-    return checkpoint
-
-
-def mark_failed(output_dir: str | Path, report: dict[str, Any]) -> Path:
-    """Write `training_failed.json` (what stopped training, and the checkpoint to go back to)."""
-    path = Path(output_dir) / FAILURE_NAME
-    write_atomic(path, json.dumps(report, indent=2) + "\n")
-    return path
-
-
-# ---- what a checkpoint was trained with ----------------------------------------------------------------------
-def run_record(recipe: dict[str, dict[str, Any]], data: dict[str, Any], num_processes: int) -> dict[str, Any]:
-    """The record saved in every checkpoint: every recipe field (grouped as in run_config.yaml), the data it
-    trained on (class names and counts, a digest of the labels and folds) and the number of processes."""
-    fields = {name: value for group in recipe.values() for name, value in group.items()}
-    return {"fields": fields, "data": data, "num_processes": num_processes}
-
-
-def _differs(saved: Any, current: Any) -> bool:
-    if isinstance(saved, float) and isinstance(current, float):
-        return not math.isclose(saved, current, rel_tol=1e-12, abs_tol=0.0)
-    return saved != current
-
-
-def check_resume(checkpoint: Path, current: dict[str, Any]) -> list[str]:
-    """Compare `current` (a `run_record`) with the checkpoint's; refuse a difference that changes the result.
-
-    Returns notes about allowed differences (a longer or shorter training) for the log. Raises
-    `RunFolderError` naming every differing field, with the checkpoint's value and the recipe's.
-    """
-    saved = json.loads((checkpoint / RUN_RECORD_NAME).read_text())
-    saved_fields, fields = saved["fields"], current["fields"]
-    differing = [
-        f"{name}: {saved_fields.get(name)!r} in the checkpoint, {fields.get(name)!r} now"
-        for name in sorted(set(saved_fields) | set(fields))
-        if name not in RESUMABLE_FIELDS and _differs(saved_fields.get(name), fields.get(name))
-    ]
-    if saved["num_processes"] != current["num_processes"]:
-        differing.append(
-            f"number of processes: {saved['num_processes']} in the checkpoint, {current['num_processes']} now "
-            "(the global batch would change)"
-        )
-    for key in DATA_IDENTITY:  # the split sizes and counts follow from the data set and the fold fields
-        if saved["data"].get(key) != current["data"].get(key):
-            differing.append(f"data set: its {key.replace('_', ' ')} differ from the checkpoint's")
-    if differing:
-        raise RunFolderError(
-            f"cannot resume from {checkpoint}: the recipe differs in fields that change the result:\n  "
-            + "\n  ".join(differing)
-            + "\nResume with the checkpoint's values, or start a fresh run (another output_dir, or "
-            "--overwrite_output_dir true)."
-        )
-    notes = []
-    for name in ("num_train_epochs", "max_steps"):
-        if _differs(saved_fields.get(name), fields.get(name)):
-            notes.append(f"{name} changed from {saved_fields.get(name)!r} to {fields.get(name)!r}")
-    return notes
+    loss_fn.load_state_dict(safetensors.torch.load_file(str(path), device=str(device)), strict=True)

@@ -21,16 +21,15 @@ BatchNorm therefore normalises one chunk at a time, as each replica of the offic
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from types import SimpleNamespace
-from typing import TYPE_CHECKING
 
 import torch
+from accelerate import Accelerator
 from torch import nn
 
 from ..data.views import view_major
-
-if TYPE_CHECKING:
-    from .trainer import AdUniTrainer
+from ..losses import LossOutput, MethodLoss
 
 
 def _rng_state(device: torch.device) -> tuple:
@@ -65,19 +64,26 @@ def _restore_running_statistics(model: nn.Module, saved: dict[str, torch.Tensor]
 
 
 def chunked_training_step(
-    trainer: AdUniTrainer, model: nn.Module, pixel_values: torch.Tensor, labels: torch.Tensor, chunk_rows: int
-) -> torch.Tensor:
+    model: nn.Module,
+    loss_fn: MethodLoss,
+    pixel_values: torch.Tensor,
+    labels: torch.Tensor,
+    chunk_rows: int,
+    *,
+    accelerator: Accelerator,
+    memory_format: torch.memory_format,
+    accumulation_steps: int,
+) -> LossOutput:
     """One training step on a (B, V, 3, H, W) batch in chunks of `chunk_rows` view-major rows; the backward pass
-    is done here (through `trainer.accelerator.backward`). Returns the batch loss, already divided by the
-    gradient-accumulation steps as the Trainer's own step returns it."""
-    loss_fn = trainer.loss_fn
-    if hasattr(loss_fn, "forward_views"):
+    is done here (through `accelerator.backward`). Returns the batch's `LossOutput`, its loss detached and divided
+    by the gradient-accumulation steps, as the Trainer's own step returns it."""
+    if loss_fn.own_forward:
         raise ValueError(
             f"contrast_chunk_size: {type(loss_fn).__name__} runs its own forward (a momentum encoder); it cannot "
             "be chunked. Leave contrast_chunk_size unset for this method."
         )
-    unwrapped = trainer.accelerator.unwrap_model(model)
-    rows = view_major(pixel_values, trainer.memory_format)
+    unwrapped = accelerator.unwrap_model(model)
+    rows = view_major(pixel_values, memory_format)
     chunks = rows.split(chunk_rows)
     device = rows.device
 
@@ -96,8 +102,8 @@ def chunked_training_step(
     # 2. the whole batch's loss and its gradient with respect to the features and logits
     all_features = torch.cat(features).detach().requires_grad_(True)
     all_logits = torch.cat(logits).detach().requires_grad_(True)
-    outputs = SimpleNamespace(features=all_features, logits=all_logits)
-    loss = loss_fn.from_outputs(outputs, labels, alpha=trainer.alpha) / trainer.current_gradient_accumulation_steps
+    loss_output = loss_fn.from_outputs(SimpleNamespace(features=all_features, logits=all_logits), labels)
+    loss = loss_output.loss / accumulation_steps
     # None where the loss does not read it (CE reads no features): that part of the model then gets no gradient
     # at all, as in an ordinary step, rather than a zero one (SGD would still apply weight decay to a zero).
     grad_features, grad_logits = torch.autograd.grad(loss, [all_features, all_logits], allow_unused=True)
@@ -109,7 +115,7 @@ def chunked_training_step(
         _set_rng_state(states[index], device)
         stop = start + chunk.shape[0]
         last = index == len(chunks) - 1
-        context = trainer.accelerator.no_sync(model) if not last else contextlib.nullcontext()
+        context = accelerator.no_sync(model) if not last else contextlib.nullcontext()
         with context:
             output = model(pixel_values=chunk)
             surrogate = sum(
@@ -117,11 +123,10 @@ def chunked_training_step(
                 for value, grad in ((output.features, grad_features), (output.logits, grad_logits))
                 if grad is not None
             )
-            trainer.accelerator.backward(surrogate)
+            accelerator.backward(surrogate)
         if index == 0:
             after_first = _running_statistics(unwrapped)
         start = stop
     _restore_running_statistics(unwrapped, after_first)
     _set_rng_state(end_state, device)
-    trainer._batch_labels = labels
-    return loss.detach()
+    return replace(loss_output, loss=loss.detach())

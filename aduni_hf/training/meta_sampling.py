@@ -22,8 +22,10 @@ from torch import Tensor
 from ..data import collate_views
 from ..data.samplers import build_sampler
 from ..data.views import DrawKey
-from ..losses.balms import MetaBalancedSoftmaxLoss, MetaSampler
+from ..losses.meta_balanced_softmax import MetaBalancedSoftmaxLoss, MetaSampler
+from .model_setup import set_frozen_modes
 from .trainer import AdUniTrainer
+from .training_args import AdUniTrainingArguments
 
 META_BATCH_SAMPLER = "class_aware"
 # Meta batches are items of the training set too; their keys use epochs from here on, so that their augmentations,
@@ -42,16 +44,6 @@ class MetaSamplingTrainer(AdUniTrainer):
             raise TypeError(
                 f"MetaSamplingTrainer needs a MetaBalancedSoftmaxLoss, got {type(self.loss_fn).__name__}"
             )
-        if self.args.world_size > 1:
-            raise ValueError(
-                f"the Meta Sampler trains on one process (its weights change every step); this run has "
-                f"{self.args.world_size}. Run balms's second stage without accelerate launch's several processes."
-            )
-        if self.args.gradient_accumulation_steps != 1:
-            raise ValueError(
-                f"gradient_accumulation_steps={self.args.gradient_accumulation_steps}: the Meta Sampler's meta step "
-                "belongs to one optimiser step per batch; set it to 1 for balms"
-            )
         self._meta_keys: tuple[int, list[DrawKey]] | None = None  # (meta epoch, its keys)
         self._meta_sampler = None  # the class-aware sampler of the meta batches, built on first use
         # Read once: the label column (an Arrow read) and what follows from it
@@ -62,6 +54,20 @@ class MetaSamplingTrainer(AdUniTrainer):
         self._batches_per_epoch = max(
             1, int(self._class_counts.sum()) // self.args.per_device_train_batch_size
         )
+
+    @classmethod
+    def check_arguments(cls, args: AdUniTrainingArguments, image_size: int) -> None:
+        super().check_arguments(args, image_size)
+        if args.world_size > 1:
+            raise ValueError(
+                f"the Meta Sampler of balms's second stage trains on one process (its weights change every step); "
+                f"this run has {args.world_size}. Run balms without accelerate launch's several processes"
+            )
+        if args.gradient_accumulation_steps != 1:
+            raise ValueError(
+                f"gradient_accumulation_steps={args.gradient_accumulation_steps}: the meta step of balms's Meta Sampler "
+                "belongs to one optimiser step per batch; set gradient_accumulation_steps to 1 for balms"
+            )
 
     def _get_train_sampler(self, train_dataset=None) -> MetaSampler:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -142,8 +148,7 @@ class MetaSamplingTrainer(AdUniTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         pixel_values = inputs["pixel_values"]
         if pixel_values.ndim == 5:  # a training batch (B, 1, 3, H, W)
-            if self.encoder_mode == "eval":
-                self.model.base_model.eval()
+            set_frozen_modes(self.model, self.encoder_mode == "eval", self.args.freeze_bn)
             self.meta_step(pixel_values[:, 0], inputs["labels"])
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 

@@ -61,7 +61,9 @@ def test_train_benchmark_reports_every_pair(tmp_path, capsys, script):
     assert 0 < results["trainer_own_share_of_step"] < 1  # the rest is forward, backward and the update
     assert results["step_gflop"] > 0 and results["matmul_peak_gflops_bfloat16"] > 0
     assert 0 < results["official_style_share_of_float32_peak"] < 5
-    assert 0 < results["trainer_share_of_bfloat16_peak"] < results["trainer_share_of_float32_peak"]
+    assert results["trainer_share_of_bfloat16_peak"] > 0
+    if script["native_bf16"]():  # bf16 matrix units (AMX, a GPU): the bf16 roof is the higher one
+        assert results["trainer_share_of_bfloat16_peak"] < results["trainer_share_of_float32_peak"]
     hours = 401 * 8012 / results["trainer_images_per_second"] / 3600
     assert results["projected_isic2018_hours"] == pytest.approx(hours)
     assert "training at 32x32" in capsys.readouterr().out

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from aduni_hf.data import prepare_dataset
-from aduni_hf.training import ARGUMENT_CLASSES, parse_recipe, run_training
+from aduni_hf.recipes import ARGUMENT_CLASSES, parse_recipe, run_training
 from tests.data.layouts import make_aptos, make_isic
 
 REPO = Path(__file__).resolve().parents[2]

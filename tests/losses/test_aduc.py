@@ -7,12 +7,15 @@ anchors and columns, in plain float64 Python arithmetic: slow and obviously corr
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from aduni_hf.losses import AduCLoss, aduc_per_anchor
+from aduni_hf.methods import METHODS, LossInputs, MethodArguments
+from aduni_hf.schedules import AlphaSchedule, alpha_schedule
 
 NUM_CLASSES = 4
 NUM_IMAGES = 5
@@ -562,9 +565,12 @@ def test_paper_sum_without_the_positive_normaliser():
     per_anchor = oracle_per_anchor(features, logits, labels, alpha, beta, 0.1, 0.07, CLASS_COUNTS)
     rows = view_major_labels(labels).tolist()
     positives = [sum(1 for j, y in enumerate(rows) if j != i and y == rows[i]) for i in range(len(rows))]
-    expected = sum(loss * (beta + alpha * p) for loss, p in zip(per_anchor, positives, strict=True)) / len(rows)
+    weighted = [loss * (beta + alpha * p) for loss, p in zip(per_anchor, positives, strict=True)]
+    expected = sum(weighted) / len(rows)
     loss_fn = AduCLoss(NUM_CLASSES, class_counts=CLASS_COUNTS, positive_normalisation=False)
-    torch.testing.assert_close(loss_fn(features, logits, labels, alpha), torch.tensor(expected, dtype=torch.float64))
+    torch.testing.assert_close(
+        loss_fn(features, logits, labels, alpha), torch.tensor(expected, dtype=torch.float64)
+    )
 
 
 @pytest.mark.parametrize("alpha", [0.9, 0.25])
@@ -574,3 +580,82 @@ def test_beta_from_alpha_is_the_linear_modes_one_minus_alpha(alpha):
     loss_fn = AduCLoss(NUM_CLASSES, class_counts=CLASS_COUNTS, beta_from_alpha=True)
     expected = aduc_oracle(features, logits, labels, alpha, 1.0 - alpha, 0.1, 0.07, CLASS_COUNTS)
     torch.testing.assert_close(loss_fn(features, logits, labels, alpha), expected)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# alpha over training: the loss's schedule, `set_epoch`, and the aduni methods
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_set_epoch_takes_alpha_from_the_schedule_and_from_outputs_uses_it():
+    features, logits = make_inputs(seed=34)
+    labels = torch.tensor(IMBALANCED_LABELS)
+    outputs = SimpleNamespace(features=features, logits=logits)
+    loss_fn = AduCLoss(NUM_CLASSES, class_counts=CLASS_COUNTS)  # default: the official schedule
+    assert loss_fn.alpha_schedule == AlphaSchedule() and loss_fn.alpha == alpha_schedule(0)
+    for epoch in (0, 150, 399):
+        loss_fn.set_epoch(epoch, 400)
+        alpha = alpha_schedule(epoch)
+        assert loss_fn.alpha == alpha and loss_fn.epoch_logs() == {"alpha": alpha}
+        out = loss_fn.from_outputs(outputs, labels)
+        torch.testing.assert_close(
+            out.loss, aduc_oracle(features, logits, labels, alpha, 1.0, 0.1, 0.07, CLASS_COUNTS)
+        )
+        assert torch.equal(out.loss, loss_fn(features, logits, labels, alpha))
+        assert torch.equal(out.row_labels, view_major_labels(labels))
+        assert torch.equal(out.contrast_labels, view_major_labels(labels)) and out.logits is None
+    step = AduCLoss(NUM_CLASSES, alpha_schedule=AlphaSchedule("step", 0.5, 0.1, decay=3))
+    assert step.alpha == 0.5
+    step.set_epoch(3, 5)
+    assert step.alpha == 0.1 and step.epoch_logs() == {"alpha": 0.1}
+
+
+def test_a_linear_schedule_is_accepted_and_moves_with_set_epoch():
+    """The linear schedule needs the number of epochs, which only `set_epoch` brings: before it, alpha is every
+    schedule's value at epoch 0, alpha_max."""
+    linear = AduCLoss(NUM_CLASSES, alpha_schedule=AlphaSchedule("linear", 0.5, 0.1))
+    assert linear.alpha == 0.5
+    linear.set_epoch(4, 5)
+    assert linear.alpha == pytest.approx(0.1)
+
+
+def aduni_method_loss(method, **options) -> AduCLoss:
+    args = MethodArguments(method=method, **options)
+    return METHODS[method].stages[0].loss(LossInputs(NUM_CLASSES, CLASS_COUNTS, None, args))  # needs no model
+
+
+@pytest.mark.parametrize("method", ["aduni", "aduni_fixed"])
+def test_the_aduni_methods_train_aduc_on_two_views_with_the_recipes_fields(method):
+    (stage,) = METHODS[method].stages
+    assert stage.num_views == 2 and stage.chunkable and METHODS[method].classifier_type == "linear"
+    # paco_alpha and max_margin are PaCo's and LDAM's fields, not AdUni's
+    loss_fn = aduni_method_loss(
+        method, temperature=0.2, base_temperature=0.1, beta=0.5, classifier_temperature=0.2,
+        positive_normalisation=False, paco_alpha=0.3, max_margin=0.1,
+    )  # fmt: skip
+    assert type(loss_fn) is AduCLoss
+    assert (loss_fn.temperature, loss_fn.base_temperature, loss_fn.beta) == (0.2, 0.1, 0.5)
+    assert loss_fn.classifier_temperature == 0.2 and not loss_fn.positive_normalisation
+    torch.testing.assert_close(loss_fn.log_prior, AduCLoss(NUM_CLASSES, class_counts=CLASS_COUNTS).log_prior)
+    features, logits = make_inputs(seed=35)
+    labels = torch.tensor(IMBALANCED_LABELS)
+    torch.testing.assert_close(
+        loss_fn(features, logits, labels, 0.4),
+        AduCLoss(
+            NUM_CLASSES, CLASS_COUNTS, temperature=0.2, base_temperature=0.1, beta=0.5, classifier_temperature=0.2,
+            positive_normalisation=False,
+        )(features, logits, labels, 0.4),
+    )  # fmt: skip
+
+
+def test_aduni_schedules_alpha_and_aduni_fixed_holds_alpha_max():
+    options = dict(alpha_schedule="official", alpha_max=0.8, alpha_min=0.05, alpha_decay=100)
+    scheduled, fixed = aduni_method_loss("aduni", **options), aduni_method_loss("aduni_fixed", **options)
+    assert scheduled.alpha_schedule == AlphaSchedule("official", 0.8, 0.05, 100)
+    for epoch in (0, 50, 99):
+        scheduled.set_epoch(epoch, 100)
+        fixed.set_epoch(epoch, 100)
+        expected = alpha_schedule(epoch, "official", alpha_max=0.8, alpha_min=0.05, decay=100)
+        assert scheduled.alpha == expected and fixed.alpha == 0.8
+    assert scheduled.alpha < 0.1  # it did fall
+    assert aduni_method_loss("aduni_fixed").alpha == 1.0  # the released code's --alpha default

@@ -1,6 +1,6 @@
 """Tests of the Balanced Softmax loss (Ren et al., NeurIPS 2020; jiawei-ren/BalancedMetaSoftmax-Classification).
 
-The expected values are computed here from the formula, independently of `aduni_hf.losses.balanced_softmax`:
+The expected values are computed here from the formula, independently of `aduni_hf.losses.balanced_softmax_loss`:
 cross-entropy of the logits shifted by the log class prior (or, equivalently, by log n_c), and a per-sample loop
 over -log(n_y exp(l_y) / sum_c n_c exp(l_c)), the softmax with the counts as weights that names the method.
 """
@@ -13,7 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aduni_hf.losses import LOSSES, BalancedSoftmaxLoss, build_loss
+from aduni_hf.losses import BalancedSoftmaxLoss
+from aduni_hf.methods import METHODS, LossInputs, MethodArguments
 
 ISIC_COUNTS = [327, 514, 1099, 115, 1113, 6705, 142]
 NUM_CLASSES = len(ISIC_COUNTS)
@@ -37,12 +38,17 @@ def oracle(logits: torch.Tensor, labels: torch.Tensor, counts) -> float:
     return total / len(rows)
 
 
-def test__registered_as_balanced_softmax_with_one_view_and_no_alpha():
-    assert LOSSES["balanced_softmax"] is BalancedSoftmaxLoss
-    loss = build_loss("balanced_softmax", NUM_CLASSES, ISIC_COUNTS, temperature=0.1, max_margin=0.5)
-    assert isinstance(loss, BalancedSoftmaxLoss)
-    assert loss.num_views == 1 and loss.uses_alpha is False
-    assert getattr(loss, "classifier_type", "linear") == "linear"  # the model's default classifier
+def test__the_balanced_softmax_method_trains_with_it_on_one_view_and_no_alpha():
+    method = METHODS["balanced_softmax"]
+    assert len(method.stages) == 1 and method.stages[0].num_views == 1
+    assert method.classifier_type == "linear"  # the model's default classifier
+    # the method reads none of the other methods' fields (temperature, max_margin)
+    args = MethodArguments(method="balanced_softmax", temperature=0.2, max_margin=0.3)
+    loss = method.stages[0].loss(LossInputs(NUM_CLASSES, ISIC_COUNTS, None, args))  # it needs no model
+    assert type(loss) is BalancedSoftmaxLoss
+    assert loss.epoch_logs() == {}  # no alpha, nothing that changes with the epoch
+    logits, labels = batch(seed=9)
+    assert loss(logits, labels).item() == pytest.approx(oracle(logits, labels, ISIC_COUNTS), rel=1e-6)
 
 
 def test__equals_cross_entropy_of_logits_plus_log_prior():
@@ -92,7 +98,9 @@ def test__from_outputs_reads_the_logits():
     outputs = Outputs()
     outputs.logits = logits
     loss = BalancedSoftmaxLoss(NUM_CLASSES, ISIC_COUNTS)
-    assert torch.equal(loss.from_outputs(outputs, labels, alpha=0.3), loss(logits, labels))
+    out = loss.from_outputs(outputs, labels)
+    assert torch.equal(out.loss, loss(logits, labels))
+    assert torch.equal(out.row_labels, labels) and out.contrast_labels is None
 
 
 def test__a_class_without_training_images_gives_a_finite_loss():

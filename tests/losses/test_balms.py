@@ -15,17 +15,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aduni_hf.losses import LOSSES, MetaBalancedSoftmaxLoss, MetaSampler, method_stages
-from aduni_hf.losses.balms import initial_sampler_logits
+from aduni_hf.losses import CrossEntropyLoss, MetaBalancedSoftmaxLoss, MetaSampler
+from aduni_hf.losses.meta_balanced_softmax import initial_sampler_logits
+from aduni_hf.methods import METHODS, LossInputs, MethodArguments
+from aduni_hf.training import AdUniTrainer, MetaSamplingTrainer
 
 ISIC_COUNTS = [327, 514, 1099, 115, 1113, 6705, 142]
 
 
 def test_balms_is_a_two_stage_method_with_the_meta_sampler():
-    first, second = method_stages("balms")
-    assert LOSSES["balms"].num_views == 1 and first.loss is None
-    assert second.loss is MetaBalancedSoftmaxLoss and second.sampler == "meta"
+    method = METHODS["balms"]
+    first, second = method.stages
+    args = MethodArguments(method="balms", meta_learning_rate=0.02, meta_init_pow=0.1)
+    inputs = LossInputs(7, ISIC_COUNTS, None, args)  # neither loss needs the model
+    assert first.num_views == 1 and type(first.loss(inputs)) is CrossEntropyLoss
+    assert first.trainer_class is AdUniTrainer and not first.freeze_encoder
+    loss = second.loss(inputs)
+    assert type(loss) is MetaBalancedSoftmaxLoss and second.num_views == 1
+    assert loss.meta_learning_rate == 0.02
+    assert torch.equal(loss.sampler_logits.detach(), initial_sampler_logits(ISIC_COUNTS, 0.1))
+    # the Meta Sampler draws the batches: MetaSamplingTrainer's sampler, not the recipe's
+    assert second.trainer_class is MetaSamplingTrainer
     assert second.freeze_encoder and second.reinit_classifier and second.bn_mode == "train"
+    assert second.epoch_length == "dataset" and method.classifier_type == "linear"
 
 
 def test_initialisation_follows_the_prior_power():

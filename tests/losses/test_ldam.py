@@ -14,7 +14,8 @@ import math
 import pytest
 import torch
 
-from aduni_hf.losses import LOSSES, LDAMDRWLoss, build_loss, drw_class_weights, ldam_margins
+from aduni_hf.losses import LDAMDRWLoss, drw_class_weights, ldam_margins
+from aduni_hf.methods import METHODS, LossInputs, MethodArguments
 
 ISIC_COUNTS = [327, 514, 1099, 115, 1113, 6705, 142]  # AKIEC, BCC, BKL, DF, MEL, NV, VASC
 ISIC_MARGINS = [0.385, 0.344, 0.284, 0.500, 0.283, 0.181, 0.474]
@@ -210,17 +211,24 @@ def test__gradient_in_float64():
 # ----------------------------------------------------------------------------------------------------------
 
 
-def test__registered_with_its_options_and_the_cosine_classifier():
-    assert LOSSES["ldam_drw"] is LDAMDRWLoss
-    assert LDAMDRWLoss.num_views == 1 and LDAMDRWLoss.uses_alpha is False
-    assert LDAMDRWLoss.classifier_type == "cosine"
-    loss = build_loss(
-        "ldam_drw", NUM_CLASSES, ISIC_COUNTS,
-        max_margin=0.3, ldam_scale=10.0, drw_beta=0.999, drw_start=0.5, temperature=0.1, beta=1.0,
-    )  # fmt: skip
-    assert isinstance(loss, LDAMDRWLoss)
+def ldam_drw_method_loss(**options) -> LDAMDRWLoss:
+    """The loss of the `ldam_drw` method for the recipe's method fields `options`."""
+    args = MethodArguments(method="ldam_drw", **options)
+    return METHODS["ldam_drw"].stages[0].loss(LossInputs(NUM_CLASSES, ISIC_COUNTS, None, args))  # no model
+
+
+def test__the_ldam_drw_method_passes_its_options_and_trains_the_cosine_classifier():
+    method = METHODS["ldam_drw"]
+    assert len(method.stages) == 1 and method.stages[0].num_views == 1
+    assert method.classifier_type == "cosine"
+    assert set(method.fields) == {"max_margin", "ldam_scale", "drw_beta", "drw_start"}
+    loss = ldam_drw_method_loss(
+        max_margin=0.3, ldam_scale=10.0, drw_beta=0.999, drw_start=0.5, temperature=0.1, beta=1.0
+    )  # the AduC fields are not LDAM's
+    assert type(loss) is LDAMDRWLoss
     assert (loss.max_margin, loss.scale, loss.drw_beta, loss.drw_start) == (0.3, 10.0, 0.999, 0.5)
-    default = build_loss("ldam_drw", NUM_CLASSES, ISIC_COUNTS)
+    assert loss.epoch_logs() == {}  # no alpha
+    default = ldam_drw_method_loss()
     assert (default.max_margin, default.scale, default.drw_beta, default.drw_start) == (
         0.5,
         30.0,
@@ -236,7 +244,9 @@ def test__from_outputs_reads_the_logits():
     outputs = Outputs()
     outputs.logits = cosines(seed=7)
     loss = LDAMDRWLoss(NUM_CLASSES, ISIC_COUNTS)
-    assert torch.equal(loss.from_outputs(outputs, LABELS, alpha=0.5), loss(outputs.logits, LABELS))
+    out = loss.from_outputs(outputs, LABELS)
+    assert torch.equal(out.loss, loss(outputs.logits, LABELS))
+    assert torch.equal(out.row_labels, LABELS) and out.contrast_labels is None
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ The oracle below is the loss written from the paper's definition as the official
 B queries; class columns logits + log(prior + 1e-9), weight beta on the own class; sample columns q_i.f_j / T
 over [q; k; queue] except self; positives weight alpha: every other same-label entry, the own key included;
 denominator sum_c exp(class) + gamma * sum_{j != i} exp(sample); normaliser beta + alpha |P(i)|; mean over the
-queries), in Python loops on float64. It shares no code with `aduni_hf.losses.paco`.
+queries), in Python loops on float64. It shares no code with `aduni_hf.losses.paco_loss`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from aduni_hf import AdUniConfig, AdUniForImageClassification
-from aduni_hf.losses import LOSSES, PaCoAduCLoss, PaCoLoss, build_loss
+from aduni_hf.losses import LossOutput, PaCoLoss
+from aduni_hf.methods import METHODS, LossInputs, MethodArguments
+from aduni_hf.schedules import AlphaSchedule
+from aduni_hf.training import AlphaScheduleCallback
 from aduni_hf.training.checkpoints import METHOD_STATE_NAME
 from tests.training.trainer_helpers import IMAGE_SIZE, NUM_TRAIN, digits_splits, make_trainer
 
@@ -227,7 +230,9 @@ def test_queue_is_fifo_and_the_contrast_set_is_taken_before_enqueueing():
         queue_before, queue_labels_before = loss_fn.queue.clone(), loss_fn.queue_labels.clone()
         with torch.no_grad():
             q_out = model(pixel_values[:, 0])
-        loss, logits = loss_fn.forward_views(model, pixel_values, labels, alpha=0.0)
+        out = loss_fn.forward_views(model, pixel_values, labels)  # plain PaCo: alpha is paco_alpha, 0.05
+        assert isinstance(out, LossOutput)
+        loss, logits = out.loss, out.logits
         with torch.no_grad():
             keys = loss_fn.key_encoder(pixel_values[:, 1]).features  # the key encoder as it was used
         torch.testing.assert_close(logits, q_out.logits)
@@ -279,7 +284,7 @@ def test_key_encoder_is_the_momentum_average_of_the_model_and_untrained():
             for name, p in reference.named_parameters():
                 p.copy_(expected[name])
             reference(pixel_values[:, 1])
-        loss, _ = loss_fn.forward_views(model, pixel_values, step_labels(4, step), alpha=0.0)
+        loss = loss_fn.forward_views(model, pixel_values, step_labels(4, step)).loss
         assert torch.isfinite(loss)
         optimiser.zero_grad()
         loss.backward()
@@ -313,7 +318,7 @@ def test_key_encoder_starts_from_the_model_weights_at_the_first_step():
     model = TinyEncoder(seed=0)
     loss_fn = PaCoLoss(NUM_CLASSES, CLASS_COUNTS, model=model, queue_size=8, paco_momentum=0.9)
     model.load_state_dict(TinyEncoder(seed=5).state_dict())  # weights loaded after the loss was built
-    loss_fn.forward_views(model, views(4, seed=0), step_labels(4, 0), alpha=0.0)
+    loss_fn.forward_views(model, views(4, seed=0), step_labels(4, 0))
     for (name, p), k in zip(model.named_parameters(), loss_fn.key_encoder.parameters(), strict=True):
         torch.testing.assert_close(k, p, rtol=0, atol=1e-6, msg=name)
 
@@ -329,40 +334,77 @@ def test_queue_size_not_a_multiple_of_the_batch_is_refused():
     with pytest.raises(
         ValueError, match=r"queue_size \(30\) must be a multiple of the global batch size \(4"
     ):
-        loss_fn.forward_views(model, views(4, seed=0), step_labels(4, 0), alpha=0.0)
+        loss_fn.forward_views(model, views(4, seed=0), step_labels(4, 0))
     with pytest.raises(ValueError, match="queue_size"):
         PaCoLoss(NUM_CLASSES, CLASS_COUNTS, model=model, queue_size=0)
     with pytest.raises(ValueError, match="needs `model`"):
         PaCoLoss(NUM_CLASSES, CLASS_COUNTS)
 
 
+def method_loss(method, model, **options):
+    """The loss of `method`'s (only) stage, for the recipe's method fields `options`."""
+    args = MethodArguments(method=method, **options)
+    return METHODS[method].stages[0].loss(LossInputs(NUM_CLASSES, CLASS_COUNTS, model, args))
+
+
+def test_the_paco_methods_train_on_two_views_unchunked():
+    for method in ("paco", "paco_aduc"):
+        (stage,) = METHODS[method].stages
+        # the key view goes through the loss's own encoder: the batch cannot be split into chunks
+        assert stage.num_views == 2 and not stage.chunkable
+        assert METHODS[method].classifier_type == "linear"
+    assert PaCoLoss.own_forward
+    assert "paco_alpha" in METHODS["paco"].fields and "paco_alpha" not in METHODS["paco_aduc"].fields
+    assert "alpha_schedule" in METHODS["paco_aduc"].fields and "alpha_schedule" not in METHODS["paco"].fields
+
+
 def test_paco_aduc_uses_the_scheduled_alpha_and_paco_its_constant():
-    assert LOSSES["paco"] is PaCoLoss and LOSSES["paco_aduc"] is PaCoAduCLoss
-    assert not PaCoLoss.uses_alpha and PaCoAduCLoss.uses_alpha
-    assert PaCoLoss.num_views == PaCoAduCLoss.num_views == 2
     model = TinyEncoder()
     pixel_values, labels = views(4, seed=0), step_labels(4, 0)
     with torch.no_grad():
         q_out = model(pixel_values[:, 0])
+    epoch, num_epochs = 100, 400
+    scheduled = AlphaSchedule()(epoch, num_epochs)  # the official schedule: 0.4387
     results = {}
     for method in ("paco", "paco_aduc"):
-        # build_loss passes what the constructor names and drops AduC's fields (base_temperature, beta).
-        loss_fn = build_loss(
-            method, NUM_CLASSES, CLASS_COUNTS, model=model, temperature=0.2, paco_alpha=0.05, queue_size=8,
-            base_temperature=0.07, beta=0.5,
-        )  # fmt: skip
-        assert loss_fn.paco_beta == 1.0
+        # The method passes PaCo's fields and not AduC's (base_temperature, beta).
+        loss_fn = method_loss(
+            method, model, temperature=0.2, paco_alpha=0.05, queue_size=8, base_temperature=0.07, beta=0.5
+        )
+        assert type(loss_fn) is PaCoLoss and loss_fn.paco_beta == 1.0 and loss_fn.temperature == 0.2
+        loss_fn.set_epoch(epoch, num_epochs)  # as the trainer's AlphaScheduleCallback at the epoch start
         queue, queue_labels = loss_fn.queue.clone(), loss_fn.queue_labels.clone()
-        loss, _ = loss_fn.forward_views(model, pixel_values, labels, alpha=0.7)
+        loss = loss_fn.forward_views(model, pixel_values, labels).loss
         with torch.no_grad():
             keys = loss_fn.key_encoder(pixel_values[:, 1]).features
-        results[method] = (loss, keys, queue, queue_labels)
-    for method, alpha in (("paco", 0.05), ("paco_aduc", 0.7)):
-        loss, keys, queue, queue_labels = results[method]
+        results[method] = (loss_fn, loss, keys, queue, queue_labels)
+    assert results["paco"][0].alpha_schedule is None and results["paco"][0].epoch_logs() == {}
+    assert results["paco_aduc"][0].alpha_schedule == AlphaSchedule()
+    assert results["paco_aduc"][0].epoch_logs() == {"alpha": pytest.approx(scheduled)}
+    for method, alpha in (("paco", 0.05), ("paco_aduc", scheduled)):
+        loss_fn, loss, keys, queue, queue_labels = results[method]
+        assert loss_fn.alpha == pytest.approx(alpha)
         expected = paco_oracle(q_out.features, keys, q_out.logits, labels, queue, queue_labels, alpha, 1.0, 1.0,
                                0.2, CLASS_COUNTS)  # fmt: skip
         torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)
-    assert abs(results["paco"][0].item() - results["paco_aduc"][0].item()) > 1e-3
+    assert abs(results["paco"][1].item() - results["paco_aduc"][1].item()) > 1e-3
+
+
+def test_paco_aduc_follows_the_recipes_alpha_schedule():
+    loss_fn = method_loss(
+        "paco_aduc", TinyEncoder(), queue_size=8, alpha_schedule="step", alpha_max=0.8, alpha_min=0.1,
+        alpha_decay=5,
+    )  # fmt: skip
+    assert loss_fn.alpha == 0.8  # epoch 0 before any set_epoch
+    for epoch, alpha in ((0, 0.8), (4, 0.8), (5, 0.1), (9, 0.1)):
+        loss_fn.set_epoch(epoch, 10)
+        assert loss_fn.alpha == alpha and loss_fn.epoch_logs() == {"alpha": alpha}
+    plain = method_loss(
+        "paco", TinyEncoder(), queue_size=8, paco_alpha=0.2, alpha_schedule="step", alpha_decay=5
+    )
+    for epoch in (0, 5, 9):
+        plain.set_epoch(epoch, 10)
+        assert plain.alpha == 0.2
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -379,15 +421,21 @@ def trainer_loss(splits, method="paco"):
     counts = np.bincount(splits.train.select(range(NUM_TRAIN))["label"], minlength=10).tolist()
     # The model make_trainer builds (same seed and config); the key encoder is set from the trained model at
     # the first step in any case.
-    return LOSSES[method](10, counts, model=tiny_aduni(num_labels=10), queue_size=32, paco_momentum=0.9)
+    args = MethodArguments(method=method, queue_size=32, paco_momentum=0.9)
+    return METHODS[method].stages[0].loss(LossInputs(10, counts, tiny_aduni(num_labels=10), args))
 
 
-def test_trainer_adds_the_alpha_schedule_for_paco_aduc_only(tmp_path, splits):
-    assert make_trainer(tmp_path / "a", splits, loss_fn=trainer_loss(splits, "paco")).alpha_callback is None
-    assert (
-        make_trainer(tmp_path / "b", splits, loss_fn=trainer_loss(splits, "paco_aduc")).alpha_callback
-        is not None
-    )
+def test_the_trainer_moves_paco_aducs_alpha_and_leaves_pacos(tmp_path, splits):
+    """Every trainer tells its loss the epoch (AlphaScheduleCallback); only PaCo+AduC's alpha follows it."""
+    for method, expected in (("paco", 0.05), ("paco_aduc", AlphaSchedule()(2, 3))):
+        loss_fn = trainer_loss(splits, method)
+        trainer = make_trainer(tmp_path / method, splits, loss_fn=loss_fn)
+        (callback,) = [c for c in trainer.callback_handler.callbacks if isinstance(c, AlphaScheduleCallback)]
+        assert callback.loss is loss_fn
+        trainer.state.epoch = 2.0  # the start of the third and last epoch
+        callback.on_epoch_begin(trainer.args, trainer.state, trainer.control)
+        assert loss_fn.alpha == pytest.approx(expected)
+    assert AlphaSchedule()(2, 3) != pytest.approx(0.05)
 
 
 def test_trains_saves_its_state_and_resumes_exactly(tmp_path, splits):
@@ -463,7 +511,7 @@ loss_fn = PaCoLoss(4, [5, 3, 2, 1], model=model, queue_size=8)
 keys, labels = [], []
 for step in range(3):
     pixel_values, y = batch(rank, step)
-    loss, _ = loss_fn.forward_views(model, pixel_values, y, alpha=0.0)
+    loss = loss_fn.forward_views(model, pixel_values, y).loss
     assert torch.isfinite(loss)
     for r in range(world):  # every rank's keys, recomputed here from its inputs, in rank order
         pv, yr = batch(r, step)
@@ -477,7 +525,7 @@ assert torch.equal(torch.roll(loss_fn.queue_labels, -ptr), torch.cat(labels)[-8:
 
 too_small = PaCoLoss(4, [5, 3, 2, 1], model=model, queue_size=6)  # a multiple of the local batch 2, not of 4
 try:
-    too_small.forward_views(model, *batch(rank, 0), alpha=0.0)
+    too_small.forward_views(model, *batch(rank, 0))
     raise AssertionError("queue_size 6 with a global batch of 4 was accepted")
 except ValueError as error:
     assert "queue_size (6)" in str(error) and "global batch size (4 = per-device batch 2 x 2 processes)" in str(error)

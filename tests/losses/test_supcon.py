@@ -14,7 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aduni_hf.losses import SupConLoss, aduc_per_anchor, supcon_per_anchor
+from aduni_hf.losses import CrossEntropyLoss, SupConLoss, aduc_per_anchor, supcon_per_anchor
+from aduni_hf.methods import METHODS, LossInputs, MethodArguments
 
 DIM = 8
 LABELS = [0, 0, 0, 1, 3]  # imbalanced: two singletons (1, 3), an absent class (2)
@@ -115,9 +116,28 @@ def test_from_outputs_reads_the_features_only_and_records_the_contrast_set():
     features = features_for(2 * len(LABELS), seed=17)
     loss_fn = SupConLoss(4)
     outputs = SimpleNamespace(features=features, logits=None)
-    assert loss_fn.from_outputs(outputs, labels, alpha=0.3) == loss_fn(features, labels)
-    assert loss_fn.contrast_labels.tolist() == LABELS * 2
-    assert SupConLoss.num_views == 2 and SupConLoss.uses_alpha is False
+    out = loss_fn.from_outputs(outputs, labels)
+    assert out.loss == loss_fn(features, labels)
+    assert out.contrast_labels.tolist() == LABELS * 2
+    assert out.row_labels.tolist() == LABELS * 2 and out.logits is None
+    assert loss_fn.epoch_logs() == {}  # no alpha: nothing changes with the epoch
+
+
+def test_cicl_trains_its_first_stage_with_supcon_on_two_views():
+    """SupCon is no method of its own: CICL's first stage (two views, the classifier frozen), with the recipe's
+    temperature and base_temperature; its second stage is cross-entropy on the frozen encoder."""
+    first, second = METHODS["cicl"].stages
+    assert first.num_views == 2 and first.freeze_classifier and not first.freeze_encoder
+    args = MethodArguments(method="cicl", temperature=0.2, base_temperature=0.1, beta=0.5)
+    loss_fn = first.loss(LossInputs(4, [5, 3, 2, 1], None, args))  # SupCon needs no model
+    assert type(loss_fn) is SupConLoss
+    assert (loss_fn.temperature, loss_fn.base_temperature) == (0.2, 0.1)
+    features, labels = features_for(2 * len(LABELS), seed=19), torch.tensor(LABELS)
+    assert loss_fn(features, labels).item() == pytest.approx(oracle(features, LABELS, 0.2, 0.1), rel=1e-12)
+    assert type(second.loss(LossInputs(4, [5, 3, 2, 1], None, args))) is CrossEntropyLoss
+    assert second.num_views == 1 and second.sampler == "upsample" and second.bn_mode == "eval"
+    assert second.freeze_encoder and second.reinit_classifier
+    assert METHODS["cicl"].classifier_type == "linear"
 
 
 def test_bad_arguments_name_what_is_wrong():

@@ -2,7 +2,7 @@
 
     python tests/training/kill_during_save.py SUFFIX scripts/train.py recipe.yaml [--field value ...]
 
-When `torch.save` writes a file whose path ends with SUFFIX (`tmp-checkpoint-9/optimizer.pt`: the optimiser
+When `torch.save` writes a file whose path ends with SUFFIX (`checkpoint-9/optimizer.pt`: the optimiser
 state of the checkpoint of step 9, after that checkpoint's weights; `run/training_args.bin`: the last file of
 the final model in output_dir `run`), half of the file is written and the process kills itself with SIGKILL,
 as a pre-empted machine would: no Python clean-up runs. Nothing of aduni_hf is replaced; only `torch.save`,

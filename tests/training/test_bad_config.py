@@ -5,15 +5,17 @@ image (or trained) would fail with an image error instead of the configuration e
 """
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import datasets
 import pytest
 
 from aduni_hf import AdUniConfig, AdUniForImageClassification
-from aduni_hf.training import ARGUMENT_CLASSES, RecipeError, parse_recipe, run_training
+from aduni_hf.recipes import ARGUMENT_CLASSES, RecipeError, parse_recipe, run_training
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = str(REPO / "configs" / "demo.yaml")
@@ -135,3 +137,82 @@ def test_train_script_reports_it_as_an_error_line(tmp_path, unreadable_data):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: test_fold=9 does not exist in")
     assert "Traceback" not in result.stderr
+
+
+# ---- cross-field checks that used to fail only after training had started ------------------------------------------
+def refused_in(seconds: float, recipe: str, data_path: Path, output_dir: Path, *flags: str) -> str:
+    """Run `recipe` (a recipe that would otherwise read the data and train first) and return its RecipeError's
+    message, asserting it came within `seconds` of calling `run_training` (the imports are done by then) and that
+    nothing was written. The data set's images are garbage: reading one would fail with another error."""
+    arguments = parse_recipe(
+        ARGUMENT_CLASSES, [str(REPO / "configs" / recipe), "--dataset_path", str(data_path), "--output_dir",
+                           str(output_dir), *flags],
+    )  # fmt: skip
+    start = time.monotonic()
+    with pytest.raises(RecipeError) as error:
+        run_training(*arguments)
+    elapsed = time.monotonic() - start
+    print(f"{recipe} {' '.join(flags)}: refused after {elapsed:.2f} s")
+    assert elapsed < seconds, f"refused only after {elapsed:.1f} s"
+    assert_nothing_written(output_dir)
+    return str(error.value)
+
+
+@pytest.mark.parametrize(
+    "recipe, flags, fragments",
+    [
+        ("demo_balms.yaml", ["--gradient_accumulation_steps", "2"],
+         ["method 'balms', stage 2", "gradient_accumulation_steps=2"]),
+        ("demo_paco.yaml", ["--contrast_chunk_size", "8"], ["contrast_chunk_size=8", "method 'paco'"]),
+        ("demo_paco_aduc.yaml", ["--contrast_chunk_size", "8"], ["contrast_chunk_size=8", "method 'paco_aduc'"]),
+    ],
+    ids=["balms x gradient accumulation", "paco x chunks", "paco_aduc x chunks"],
+)  # fmt: skip
+def test_a_method_that_cannot_train_as_asked_is_refused_before_the_data_is_read(
+    tmp_path, unreadable_data, recipe, flags, fragments
+):
+    message = refused_in(10, recipe, unreadable_data, tmp_path / "out", *flags)
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_balms_with_several_processes_is_refused_before_stage_1_trains(tmp_path, unreadable_data):
+    """Two real processes (torchrun): both refuse with the message before stage 1 trains (the demo's stage 1, 30
+    epochs, takes minutes here), and nothing is written."""
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+         "scripts/train.py", str(REPO / "configs" / "demo_balms.yaml"), "--dataset_path", str(unreadable_data),
+         "--output_dir", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    elapsed = time.monotonic() - start
+    print(f"balms under torchrun x2: refused after {elapsed:.1f} s, starting the processes included")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode != 0 and len(errors) == 2, result.stderr[-3000:]  # each process says why
+    assert all("method 'balms', stage 2" in line and "this run has 2" in line for line in errors), errors
+    assert elapsed < 60
+    assert_nothing_written(tmp_path / "out")
+
+
+@pytest.fixture(scope="module")
+def prepared_at_16(tmp_path_factory, unreadable_data):
+    """The unreadable data set, as prepare_data.py --image_size 16 records it in the metadata."""
+    path = tmp_path_factory.mktemp("data16") / "prepared"
+    dataset = datasets.load_from_disk(str(unreadable_data))
+    metadata = {**json.loads(dataset.info.description), "image_size": 16}
+    dataset.info.description = json.dumps(metadata)
+    dataset.save_to_disk(str(path))
+    return path
+
+
+def test_data_prepared_at_another_image_size_is_refused_unless_the_recipe_resizes(tmp_path, prepared_at_16):
+    message = refused_in(10, "demo.yaml", prepared_at_16, tmp_path / "out")  # the demo trains at 32 px
+    for fragment in ("was prepared at image_size 16", "the recipe's image_size is 32", "up-sampled",
+                     "--image_size 32", "resize_prepared_images: true"):  # fmt: skip
+        assert fragment in message, message
+    # Asked to resize, or at the prepared size, the run goes on to read the data (and meets its garbage images).
+    for flags in (["--resize_prepared_images", "true"], ["--image_size", "16"]):
+        with pytest.raises(Exception) as error:
+            train(tmp_path / flags[0].strip("-"), prepared_at_16, *flags)
+        assert "image_size" not in str(error.value), error.value

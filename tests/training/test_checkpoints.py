@@ -14,17 +14,10 @@ import safetensors.torch
 import torch
 
 from aduni_hf import AduCLoss, AdUniForImageClassification
+from aduni_hf.recipes.run_folder import RunFolderError, check_resume, prepare_output_dir, run_record
 from aduni_hf.training import AdUniTrainingArguments, NonFiniteTrainingError
-from aduni_hf.training.checkpoints import (
-    FAILURE_NAME,
-    METHOD_STATE_NAME,
-    RUN_RECORD_NAME,
-    RunFolderError,
-    check_resume,
-    last_checkpoint,
-    prepare_output_dir,
-    run_record,
-)
+from aduni_hf.training.checkpoints import METHOD_STATE_NAME, RUN_RECORD_NAME, last_checkpoint
+from aduni_hf.training.guard import FAILURE_NAME
 from tests.training.trainer_helpers import NUM_TRAIN, RecordingViews, digits_splits, make_trainer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,6 +40,7 @@ def test_last_checkpoint_is_the_highest_complete_one(tmp_path):
     make_checkpoint(tmp_path, 8)
     make_checkpoint(tmp_path, 30)
     make_checkpoint(tmp_path, 40, complete=False)  # e.g. copied half-way
+    (make_checkpoint(tmp_path, 45) / "trainer_state.json").write_text('{"log_history": [')  # killed mid-write
     (tmp_path / "tmp-checkpoint-50").mkdir()
     assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-30"
     assert last_checkpoint(tmp_path / "missing") is None
@@ -57,9 +51,11 @@ def test_fresh_folder_starts_fresh_and_interrupted_one_resumes(tmp_path):
     assert (tmp_path / "new").is_dir()
     make_checkpoint(tmp_path / "run", 12)
     make_checkpoint(tmp_path / "run", 24)
-    (tmp_path / "run" / "tmp-checkpoint-36").mkdir()  # a save that was killed
+    (tmp_path / "run" / "tmp-checkpoint-36").mkdir()  # a save killed before this version's ordered writes
+    (make_checkpoint(tmp_path / "run", 48) / "trainer_state.json").unlink()  # killed before the Trainer's last file
     assert prepare_output_dir(tmp_path / "run", None, overwrite=False) == tmp_path / "run" / "checkpoint-24"
     assert not (tmp_path / "run" / "tmp-checkpoint-36").exists()
+    assert not (tmp_path / "run" / "checkpoint-48").exists()  # removed: rotation and resume never see it
 
 
 def test_explicit_checkpoint_must_be_complete(tmp_path):
@@ -147,11 +143,11 @@ class QueueAduC(AduCLoss):
         self.register_buffer("queue", torch.zeros(queue_size, 128))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
-    def from_outputs(self, outputs, labels, alpha):
+    def from_outputs(self, outputs, labels):
         with torch.no_grad():
             self.queue = torch.cat([outputs.features.detach(), self.queue])[: len(self.queue)]
             self.steps += 1
-        return super().from_outputs(outputs, labels, alpha)
+        return super().from_outputs(outputs, labels)
 
 
 def queue_loss(splits):
@@ -206,12 +202,12 @@ def test_poisoned_batch_stops_training_and_marks_the_run_failed(tmp_path, splits
     message = str(error.value)
     assert "non-finite loss (loss nan) at optimiser step 4, epoch 2/3, alpha" in message
     names = trainer.model.config.id2label
-    counts = {names[c]: n for c, n in enumerate(trainer._batch_labels.bincount(minlength=10).tolist())}
+    counts = {names[c]: n for c, n in enumerate(trainer.guard.batch_labels.bincount(minlength=10).tolist())}
     assert f"batch class counts {counts}" in message
     run = tmp_path / "run"
     report = json.loads((run / FAILURE_NAME).read_text())
     assert report["step"] == 4 and report["epoch"] == 2 and report["error"] == "non-finite loss"
-    assert report["alpha"] == pytest.approx(trainer.alpha) and sum(report["batch_class_counts"].values()) == 16
+    assert report["alpha"] == pytest.approx(trainer.loss_fn.alpha) and sum(report["batch_class_counts"].values()) == 16
     assert report["last_checkpoint"] == str(run / "checkpoint-2")
     assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2"]  # nothing saved after it
     good = AdUniForImageClassification.from_pretrained(run / "checkpoint-2")

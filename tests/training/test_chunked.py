@@ -28,7 +28,7 @@ def _counts(splits):
     return np.bincount(splits.train.select(range(NUM_TRAIN))["label"], minlength=10).tolist()
 
 
-def _reference(model, loss_fn, batch, chunk_rows, alpha):
+def _reference(model, loss_fn, batch, chunk_rows):
     """Per-chunk forward with gradient, the loss of all rows, one backward: (gradients, BatchNorm statistics
     after the first chunk, RNG state at the end of the forwards)."""
     model.train()
@@ -44,7 +44,7 @@ def _reference(model, loss_fn, batch, chunk_rows, alpha):
             after_first = _running_statistics(model)
     end_state = torch.get_rng_state()
     output = type("Output", (), {"features": torch.cat(features), "logits": torch.cat(logits)})
-    loss_fn.from_outputs(output, labels, alpha=alpha).backward()
+    loss_fn.from_outputs(output, labels).loss.backward()
     grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
     return grads, after_first, end_state
 
@@ -73,15 +73,15 @@ def test_chunked_gradients_equal_the_per_chunk_batch_norm_computation(
                            gradient_checkpointing=gradient_checkpointing)  # fmt: skip
     reference_model = type(trainer.model)(trainer.model.config)
     reference_model.load_state_dict(trainer.model.state_dict())
-    reference_model.to(memory_format=trainer.memory_format)  # the recipe's layout (channels_last by default)
+    reference_model.to(memory_format=trainer.args.memory_format)  # the recipe's layout (channels_last by default)
     assert trainer.model.config.classifier_dropout > 0  # dropout is active: its masks must match
     batch = _batch(trainer)
     loss, grads, statistics, end_state = _chunked(trainer, batch)
 
     torch.manual_seed(123)
     expected, after_first, expected_state = _reference(
-        reference_model, AduCLoss(10, class_counts=counts), batch, chunk_rows=4, alpha=trainer.alpha
-    )
+        reference_model, AduCLoss(10, class_counts=counts), batch, chunk_rows=4
+    )  # alpha 1, the official schedule's first epoch, in both
     _assert_close(grads, expected)
     assert all(torch.equal(statistics[k], v) for k, v in after_first.items())  # updated once, by chunk 0
     assert torch.equal(end_state, expected_state)  # the RNG ends where the chunk forwards left it
@@ -98,14 +98,14 @@ def test_one_chunk_is_the_ordinary_step_and_cross_entropy_chunks_too(tmp_path, s
     loss, grads = _chunked(one_chunk, batch)[:2]
     _assert_close(grads, expected)
 
-    ce = make_trainer(tmp_path / "c", splits, loss_fn=CrossEntropyLoss(10), contrast_chunk_size=2)
+    ce = make_trainer(tmp_path / "c", splits, loss_fn=CrossEntropyLoss(10), num_views=1, contrast_chunk_size=2)
     reference = type(ce.model)(ce.model.config)
     reference.load_state_dict(ce.model.state_dict())
-    reference.to(memory_format=ce.memory_format)
+    reference.to(memory_format=ce.args.memory_format)
     batch = _batch(ce)
     _, grads, _, _ = _chunked(ce, batch)
     torch.manual_seed(123)
-    expected, _, _ = _reference(reference, CrossEntropyLoss(10), batch, chunk_rows=2, alpha=0.0)
+    expected, _, _ = _reference(reference, CrossEntropyLoss(10), batch, chunk_rows=2)
     _assert_close(grads, expected)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aduni_hf.training import ARGUMENT_CLASSES, RecipeError, parse_recipe
+from aduni_hf.recipes import ARGUMENT_CLASSES, RecipeError, parse_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "configs" / "demo.yaml"
@@ -154,11 +154,11 @@ METHOD_RECIPES = sorted(
 
 
 def test_every_method_has_a_recipe_per_data_set():
-    from aduni_hf.losses import LOSSES
+    from aduni_hf.methods import METHODS
 
     for dataset in BASES:
         named = {p.stem.removeprefix(f"{dataset}_") for p in METHOD_RECIPES if p.stem.startswith(f"{dataset}_")}
-        assert named | {"aduni"} == set(LOSSES), dataset
+        assert named | {"aduni"} == set(METHODS), dataset
 
 
 @pytest.mark.parametrize("recipe", METHOD_RECIPES, ids=lambda p: p.stem)
@@ -183,15 +183,19 @@ def test_a_method_recipe_is_its_data_sets_recipe_with_only_the_method_changed(re
 
 
 def test_the_papers_aduc_alternatives_are_recipe_fields_that_reach_the_loss():
-    from aduni_hf.losses import build_loss
+    from aduni_hf.methods import METHODS, LossInputs
+
+    def aduc(method_args):
+        return METHODS["aduni"].stages[0].loss(LossInputs(10, [5] * 10, None, method_args))
 
     _, _, method, _ = parse_recipe(
         ARGUMENT_CLASSES,
         [str(DEMO), "--classifier_temperature", "0.1", "--positive_normalisation", "false", "--beta_from_alpha", "true"],
     )
-    loss = build_loss("aduni", 10, [5] * 10, **dataclasses.asdict(method))
+    loss = aduc(method)
     assert (loss.classifier_temperature, loss.positive_normalisation, loss.beta_from_alpha) == (0.1, False, True)
-    released = build_loss("aduni", 10, [5] * 10, **dataclasses.asdict(parse_recipe(ARGUMENT_CLASSES, [str(DEMO)])[2]))
+    assert loss.alpha_schedule == method.alpha() and loss.alpha_schedule.decay == 22  # the demo's schedule
+    released = aduc(parse_recipe(ARGUMENT_CLASSES, [str(DEMO)])[2])
     assert (released.classifier_temperature, released.positive_normalisation, released.beta_from_alpha) == (
         1.0, True, False,
     )  # fmt: skip

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from aduni_hf.evaluation.cross_validation import mean_std, paper_format, results_markdown, summarise_folds
-from aduni_hf.training.cross_validate import CV_MARKDOWN_NAME, CV_RECIPE_NAME, parse_folds
+from aduni_hf.evaluation.cv_summary import mean_std, paper_format, results_markdown, summarise_folds
+from aduni_hf.recipes.cross_validation import CV_MARKDOWN_NAME, CV_RECIPE_NAME, parse_folds
 from tests.training.test_cli import DEMO
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ import pytest
 from huggingface_hub import ModelCard
 
 from aduni_hf.hub.push import PushError
-from aduni_hf.training import ARGUMENT_CLASSES, parse_recipe
-from aduni_hf.training.cross_validate import CV_MARKDOWN_NAME, CrossValidationArguments, run_cross_validation
+from aduni_hf.recipes import ARGUMENT_CLASSES, parse_recipe
+from aduni_hf.recipes.cross_validation import CV_MARKDOWN_NAME, CrossValidationArguments, run_cross_validation
 from tests.training.test_cli import DEMO
 from tests.training.test_push_to_hub import FakeHubApi
 

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from aduni_hf.losses import MetaBalancedSoftmaxLoss, method_stages
+from aduni_hf.losses import MetaBalancedSoftmaxLoss
+from aduni_hf.methods import METHODS
+from aduni_hf.recipes.staged_training import prepare_model
 from aduni_hf.training.meta_sampling import MetaSamplingTrainer
-from aduni_hf.training.stages import prepare_model
 from tests.training.trainer_helpers import NUM_TRAIN, digits_splits, make_trainer
 
 
@@ -22,6 +23,7 @@ def _balms_stage2_trainer(tmp_path, splits, optimizer_recipe="official", **overr
         tmp_path,
         splits,
         loss_fn=loss,
+        num_views=1,
         epochs=2,
         trainer_class=MetaSamplingTrainer,
         sampler="meta",
@@ -30,7 +32,7 @@ def _balms_stage2_trainer(tmp_path, splits, optimizer_recipe="official", **overr
         warmup_epochs=0,
         **overrides,
     )
-    prepare_model(trainer.model, method_stages("balms")[1], seed=0)
+    prepare_model(trainer.model, METHODS["balms"].stages[1], seed=0)
     return trainer
 
 

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from aduni_hf import AdUniConfig, AdUniForImageClassification
-from aduni_hf.training import ARGUMENT_CLASSES, ModelArguments, RecipeError, parse_recipe
-from aduni_hf.training.run import build_model
+from aduni_hf.methods import METHODS
+from aduni_hf.recipes import ARGUMENT_CLASSES, ModelArguments, RecipeError, parse_recipe
+from aduni_hf.recipes.run import build_model
 
 REPO = Path(__file__).resolve().parents[2]
 CLASSES = [str(c) for c in range(10)]
@@ -48,7 +49,7 @@ def test_recipe_values_reach_the_config():
         "backbone_kwargs": {"in_chans": 1},
         "classifier_type": "linear",
     }
-    model = build_model(args, CLASSES)
+    model = build_model(args, METHODS["aduni"], CLASSES)
     assert model.aduni.backbone.conv1[0].in_channels == 1 and model.classifier.dense.out_features == 10
     assert model.aduni.projection_head.dense.out_features == 96 and model.config.image_size == 48
 
@@ -87,7 +88,7 @@ def saved_three_class_model(tmp_path_factory) -> tuple[Path, AdUniForImageClassi
 def test_model_name_or_path_keeps_the_encoder_and_re_initialises_a_resized_classifier(saved_three_class_model):
     folder, saved = saved_three_class_model
     args = model_arguments("--model_name_or_path", str(folder), "--image_size", "32", "--classifier_dropout", "0.1")
-    model = build_model(args, CLASSES)
+    model = build_model(args, METHODS["aduni"], CLASSES)
     loaded, original = model.state_dict(), saved.state_dict()
     for key, value in original.items():
         if key.startswith("classifier."):
@@ -104,7 +105,7 @@ def test_model_name_or_path_with_another_architecture_is_refused(saved_three_cla
     folder, _ = saved_three_class_model
     args = model_arguments("--model_name_or_path", str(folder), "--projection_dim", "64")
     with pytest.raises(ValueError, match="projection_dim: 64 in the recipe, 128 in the model"):
-        build_model(args, CLASSES)
+        build_model(args, METHODS["aduni"], CLASSES)
 
 
 def test_train_script_starts_from_a_saved_model(saved_three_class_model, tmp_path):

@@ -8,7 +8,7 @@ import torch
 
 from aduni_hf import AdUniForImageClassification
 from aduni_hf.data import SingleViewDataset, build_dataset, collate_views, eval_transform, split_by_fold
-from aduni_hf.training import ARGUMENT_CLASSES, parse_recipe, run_training
+from aduni_hf.recipes import ARGUMENT_CLASSES, parse_recipe, run_training
 from tests.training.test_cli import DEMO
 
 FLAGS = ["--image_size", "16", "--num_train_epochs", "4", "--warmup_epochs", "1", "--alpha_decay", "5",

@@ -7,7 +7,7 @@ import pytest
 from huggingface_hub import ModelCard
 from huggingface_hub.utils import filter_repo_objects
 
-from aduni_hf.training import ARGUMENT_CLASSES, parse_recipe, run_training
+from aduni_hf.recipes import ARGUMENT_CLASSES, parse_recipe, run_training
 
 REPO = Path(__file__).resolve().parents[2]
 

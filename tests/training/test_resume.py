@@ -18,6 +18,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from aduni_hf.training.checkpoints import missing_checkpoint_files
+
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "hf_NeverWriteThisTokenAnywhere0123456789"  # a fake Hub token: it must not reach any file or log
 RECIPE = [
@@ -88,7 +90,7 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes_exactly(reference, tmp_
     reference_dir, _ = reference
     output_dir = tmp_path / "run"
     command = train_command(output_dir, workers)
-    kill_when(command, lambda: (output_dir / "checkpoint-9").is_dir())
+    kill_when(command, lambda: not missing_checkpoint_files(output_dir / "checkpoint-9"))  # once it is complete
     assert not (output_dir / "test_results.json").exists()  # killed: nothing looks finished
 
     resumed = run(command)
@@ -108,17 +110,18 @@ def test_kill_while_a_checkpoint_is_written_leaves_the_previous_one(reference, t
     reference_dir, _ = reference
     output_dir = tmp_path / "run"
     command = train_command(output_dir)
-    kill_while_saving("tmp-checkpoint-9/optimizer.pt", command)
-    assert not (output_dir / "checkpoint-9").exists()  # the half-written one never got its name
-    assert (output_dir / "tmp-checkpoint-9" / "model.safetensors").is_file()
+    kill_while_saving("checkpoint-9/optimizer.pt", command)
+    cut_short = output_dir / "checkpoint-9"
+    assert (cut_short / "model.safetensors").is_file() and (cut_short / "aduni_run.json").is_file()
+    assert not (cut_short / "trainer_state.json").exists()  # the Trainer's last file never came: incomplete
     previous = output_dir / "checkpoint-6"
-    torch.load(previous / "optimizer.pt", weights_only=True)  # loadable
+    torch.load(previous / "optimizer.pt", weights_only=True)  # loadable, and not rotated away meanwhile
     assert load_file(previous / "model.safetensors")
 
     resumed = run(command)
     log = resumed.stdout + resumed.stderr
-    assert "from checkpoint-6" in log and "tmp-checkpoint-9" in log
-    assert not (output_dir / "tmp-checkpoint-9").exists()
+    assert "removing" in log and "checkpoint-9, a checkpoint whose writing was interrupted" in log
+    assert "from checkpoint-6" in log
     assert max_weight_difference(reference_dir, output_dir) <= 1e-6
     assert results_of(output_dir)["test_macro_f1"] == results_of(reference_dir)["test_macro_f1"]
 

@@ -7,7 +7,7 @@ import torch
 
 from aduni_hf.data import SingleViewDataset, eval_transform
 from aduni_hf.training import AdUniTrainingArguments
-from aduni_hf.training.arguments import default_bf16
+from aduni_hf.training.training_args import default_bf16
 from tests.training.trainer_helpers import IMAGE_SIZE, digits_splits, make_trainer
 
 

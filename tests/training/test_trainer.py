@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aduni_hf import AlphaScheduleCallback
+from aduni_hf import AduCLoss, AlphaScheduleCallback
 from aduni_hf.data import (
     RandomEpochSampler,
     SingleViewDataset,
@@ -16,8 +16,9 @@ from aduni_hf.data import (
     eval_transform,
 )
 from aduni_hf.losses import CrossEntropyLoss
-from aduni_hf.schedules import alpha_schedule, official_learning_rate
+from aduni_hf.schedules import AlphaSchedule, alpha_schedule, official_learning_rate
 from aduni_hf.training import AdUniTrainingArguments
+from aduni_hf.training.optimization import steps_per_epoch
 from tests.training.trainer_helpers import IMAGE_SIZE, NUM_TRAIN, digits_splits, make_trainer
 
 
@@ -26,9 +27,13 @@ def splits():
     return digits_splits()
 
 
+def train_counts(splits) -> list[int]:
+    return np.bincount(splits.train.select(range(NUM_TRAIN))["label"], minlength=10).tolist()
+
+
 def test_alpha_and_learning_rate_follow_the_epoch_schedules(tmp_path, splits):
-    callback = AlphaScheduleCallback("official", alpha_max=1.0, alpha_min=0.01, decay=3)
-    trainer = make_trainer(tmp_path, splits, callbacks=[callback])
+    loss = AduCLoss(10, class_counts=train_counts(splits), alpha_schedule=AlphaSchedule("official", 1.0, 0.01, 3))
+    trainer = make_trainer(tmp_path, splits, loss_fn=loss)
     trainer.train()
     steps = [log for log in trainer.state.log_history if "loss" in log]
     assert len(steps) == 9
@@ -75,8 +80,7 @@ def test_compute_loss_is_aduc_on_one_view_major_batch(tmp_path, splits):
     trainer = make_trainer(tmp_path, splits, epochs=1)
     batch = collate_views([trainer.train_dataset[i] for i in range(6)])
     model = trainer.model.eval()
-    callback = trainer.alpha_callback
-    callback.alpha = 0.25
+    trainer.loss_fn.alpha = 0.25  # what set_epoch writes at an epoch start
     with torch.no_grad():
         loss, outputs = trainer.compute_loss(model, batch, return_outputs=True)
         views = torch.cat(
@@ -88,14 +92,28 @@ def test_compute_loss_is_aduc_on_one_view_major_batch(tmp_path, splits):
     torch.testing.assert_close(outputs["logits"], reference.logits[:6])
 
 
-def test_an_alpha_callback_is_added_for_aduc(tmp_path, splits):
-    trainer = make_trainer(tmp_path, splits, epochs=1)
-    assert isinstance(trainer.alpha_callback, AlphaScheduleCallback) and trainer.alpha == 1.0
+def test_the_loss_learns_the_epoch_through_the_alpha_schedule_callback(tmp_path, splits):
+    """One channel for epoch-dependent loss state: the callback calls `set_epoch` at every epoch start, and the
+    training logs carry the loss's `epoch_logs` (AduC's alpha; none for cross-entropy)."""
+    epochs = []
+
+    class Recording(AduCLoss):
+        def set_epoch(self, epoch, num_epochs):
+            epochs.append((epoch, num_epochs))
+            super().set_epoch(epoch, num_epochs)
+
+    trainer = make_trainer(tmp_path, splits, loss_fn=Recording(10, class_counts=train_counts(splits)), epochs=2)
+    callbacks = [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, AlphaScheduleCallback)]
+    assert len(callbacks) == 1 and callbacks[0].loss is trainer.loss_fn and trainer.loss_fn.alpha == 1.0
+    trainer.train()
+    assert epochs == [(0, 2), (0, 2), (1, 2)]  # train begin, then every epoch begin
+    assert [log["alpha"] for log in trainer.state.log_history if "loss" in log] == [1.0] * 3 + [
+        alpha_schedule(1)
+    ] * 3
 
 
 def test_cross_entropy_method_trains_on_one_view(tmp_path, splits):
-    trainer = make_trainer(tmp_path, splits, loss_fn=CrossEntropyLoss(10), epochs=1)
-    assert trainer.alpha_callback is None
+    trainer = make_trainer(tmp_path, splits, loss_fn=CrossEntropyLoss(10), num_views=1, epochs=1)
     assert trainer.train_dataset[0]["pixel_values"].shape == (1, 3, IMAGE_SIZE, IMAGE_SIZE)
     trainer.train()
     assert "alpha" not in trainer.state.log_history[0]
@@ -180,7 +198,8 @@ def test_every_sampler_drives_training_and_sets_the_epoch_length(tmp_path, split
     for epoch in range(2):
         reference.set_epoch(epoch)
         assert [k for k in keys if k.epoch == epoch] == list(reference)
-    assert trainer.state.global_step == 2 * math.ceil(len(reference) / 16) == 2 * trainer.steps_per_epoch()
+    per_epoch = steps_per_epoch(len(reference), trainer.args)
+    assert trainer.state.global_step == 2 * math.ceil(len(reference) / 16) == 2 * per_epoch
 
 
 def test_the_contrast_set_class_counts_are_logged(tmp_path, splits):
@@ -209,6 +228,7 @@ def test_per_class_losses_are_logged_and_drop_last_train_batch_keeps_full_batche
         tmp_path,
         splits,
         loss_fn=CrossEntropyLoss(10),
+        num_views=1,
         epochs=1,
         logging_strategy="epoch",
         drop_last_train_batch=True,

@@ -19,25 +19,21 @@ from safetensors.torch import load_file
 from transformers import AutoModelForImageClassification
 
 from aduni_hf import AdUniConfig, AdUniForImageClassification
-from aduni_hf.data import SAMPLERS, SingleViewDataset, build_sampler
-from aduni_hf.losses import LOSSES, CrossEntropyLoss, SupConLoss
-from aduni_hf.losses.stages import CICLLoss, DecoupleLoss, Stage, method_stages
-from aduni_hf.training import ARGUMENT_CLASSES, AdUniTrainer, RecipeError, parse_recipe, run_training
-from aduni_hf.training import stages as stages_module
-from aduni_hf.training.checkpoints import RunFolderError
-from aduni_hf.training.stages import (
+from aduni_hf.data import SAMPLERS, FirstDraws, SingleViewDataset, build_sampler
+from aduni_hf.evaluation import tau_norm as tau_norm_module
+from aduni_hf.evaluation.tau_norm import TAUS, select_tau, tau_norm_evaluation, tau_norm_logits
+from aduni_hf.losses import CrossEntropyLoss, SupConLoss
+from aduni_hf.methods import METHODS, LossInputs
+from aduni_hf.recipes import ARGUMENT_CLASSES, RecipeError, RunFolderError, parse_recipe, run_training
+from aduni_hf.recipes.staged_training import (
     STAGE_FINISHED_NAME,
-    TAUS,
     fresh_classifier_weights,
     prepare_model,
     prepare_stage_dirs,
     resolve_stage,
-    select_tau,
     stage_dir,
-    tau_norm_evaluation,
-    tau_norm_logits,
 )
-from aduni_hf.training.trainer import FirstDraws
+from aduni_hf.training import AdUniTrainer
 from tests.training.test_cli import DEMO as DEMO_PATH
 from tests.training.test_push_to_hub import FakeHubApi
 
@@ -93,20 +89,32 @@ class Interrupted(Exception):
     """Stands for a kill in the middle of training."""
 
 
-# ---- the registry and the recipe fields ------------------------------------------------------------------------
+def method_stages(name: str):
+    return METHODS[name].stages
+
+
+def stage_loss(stage, method_args):
+    return stage.loss(LossInputs(10, [5] * 10, tiny_model(num_labels=10), method_args))
+
+
+# ---- the methods and the recipe fields ---------------------------------------------------------------------------
 def test_two_stage_methods_are_methods_with_a_second_stage():
-    assert LOSSES["decouple"] is DecoupleLoss and issubclass(DecoupleLoss, CrossEntropyLoss)
-    assert LOSSES["cicl"] is CICLLoss and issubclass(CICLLoss, SupConLoss)
-    assert "supcon" not in LOSSES  # SupCon is CICL's stage-1 loss, not a Table 1 row of its own
+    _, _, method_args, _ = arguments(*QUICK)
+    assert "supcon" not in METHODS  # SupCon is CICL's stage-1 loss, not a Table 1 row of its own
     decouple, cicl = method_stages("decouple"), method_stages("cicl")
     assert len(method_stages("aduni")) == 1 and len(method_stages("ce")) == 1
-    assert decouple[0] == Stage() and cicl[0] == Stage(freeze_classifier=True)
-    assert (decouple[1].loss, decouple[1].sampler, decouple[1].bn_mode) == ("ce", "class_aware", "train")
-    assert (cicl[1].loss, cicl[1].sampler, cicl[1].bn_mode) == ("ce", "upsample", "eval")
+    assert type(stage_loss(decouple[0], method_args)) is CrossEntropyLoss and decouple[0].sampler is None
+    assert type(stage_loss(cicl[0], method_args)) is SupConLoss and cicl[0].freeze_classifier
+    assert not (decouple[0].freeze_encoder or decouple[0].reinit_classifier or cicl[0].freeze_encoder)
     for second in (decouple[1], cicl[1]):
+        assert type(stage_loss(second, method_args)) is CrossEntropyLoss
         assert second.freeze_encoder and second.reinit_classifier and not second.freeze_classifier
         assert second.sampler in SAMPLERS
-    assert CICLLoss.num_views == 2 and DecoupleLoss.num_views == 1
+    assert (decouple[1].sampler, decouple[1].bn_mode, decouple[1].epoch_length) == ("class_aware", "train", "dataset")
+    assert (cicl[1].sampler, cicl[1].bn_mode, cicl[1].epoch_length) == ("upsample", "eval", "sampler")
+    assert cicl[0].num_views == 2 and decouple[0].num_views == 1 and decouple[1].num_views == cicl[1].num_views == 1
+    assert METHODS["decouple"].recommended_sampler == "none" and METHODS["cicl"].recommended_sampler == "upsample"
+    assert METHODS["decouple"].after_training is not None and METHODS["cicl"].after_training is None
 
 
 def test_stage2_fields_parse_and_resolve():
@@ -141,9 +149,9 @@ def test_a_stage2_learning_rate_below_the_cosine_floor_is_refused_before_any_wor
                                 "--output_dir", str(output_dir)))  # fmt: skip
     assert not output_dir.exists() or not any(output_dir.iterdir())
     # One-stage methods ignore the stage-2 fields.
-    from aduni_hf.training.run import check_recipe
+    from aduni_hf.recipes.checks import check_recipe
 
-    check_recipe(*arguments(*QUICK, "--method", "ce", "--stage2_learning_rate", "5e-5"))
+    check_recipe(*arguments(*QUICK, "--method", "ce", "--stage2_learning_rate", "5e-5"), METHODS["ce"])
 
 
 # ---- the model between the stages --------------------------------------------------------------------------------
@@ -171,11 +179,14 @@ def test_prepare_model_freezes_the_encoder_and_reinitialises_the_classifier_from
 
 def test_stage_folders_rules(tmp_path):
     (tmp_path / "_stage1" / "tmp-checkpoint-4").mkdir(parents=True)
+    (tmp_path / "_stage1" / "checkpoint-6").mkdir()  # cut short: no trainer_state.json
+    (tmp_path / "_stage1" / "checkpoint-6" / "model.safetensors").write_bytes(b"")
     (tmp_path / "_stage2").mkdir()
     with pytest.raises(RunFolderError, match="stage folders of a two-stage run"):
         prepare_stage_dirs(tmp_path, num_stages=1, overwrite=False)
     prepare_stage_dirs(tmp_path, num_stages=2, overwrite=False)  # an interrupted write is cleared away
     assert (tmp_path / "_stage1").is_dir() and not (tmp_path / "_stage1" / "tmp-checkpoint-4").exists()
+    assert not (tmp_path / "_stage1" / "checkpoint-6").exists()
     prepare_stage_dirs(tmp_path, num_stages=1, overwrite=True)
     assert not (tmp_path / "_stage1").exists() and not (tmp_path / "_stage2").exists()
 
@@ -233,13 +244,13 @@ def test_tau_norm_evaluation_sweeps_on_validation_before_reading_the_test_split(
     val = Recording("val", splits.val, eval_transform(16))
     test = Recording("test", splits.test, eval_transform(16))
     swept = []
-    real_select = stages_module.select_tau
+    real_select = tau_norm_module.select_tau
 
     def select(features, labels, weight, class_names, taus=TAUS):
         swept.append((len(labels), set(read)))
         return real_select(features, labels, weight, class_names, taus)
 
-    monkeypatch.setattr(stages_module, "select_tau", select)
+    monkeypatch.setattr(tau_norm_module, "select_tau", select)
     model = tiny_model(num_labels=10)
     eval_metrics, test_metrics = tau_norm_evaluation(model, val, test, names, 64, torch.device("cpu"))
     assert swept == [(len(splits.val), {"val"})]  # the sweep saw the validation split, the test split unread
@@ -379,7 +390,7 @@ def test_cicl_freezes_the_encoder_and_its_batchnorm_in_stage_2_and_pushes_the_fi
                             "--hub_model_id", "someone/cicl"))  # fmt: skip
     assert recorder.stages == ["_stage1", "_stage2"]
     (first, at_first), (second, _) = recorder.trained
-    assert first.loss_fn.__class__ is CICLLoss and second.loss_fn.__class__ is CrossEntropyLoss
+    assert first.loss_fn.__class__ is SupConLoss and second.loss_fn.__class__ is CrossEntropyLoss
     assert second.sampler_name == "upsample" and second.encoder_mode == "eval"
     stage1 = load_file(stage_dir(output_dir, 0) / "model.safetensors")
     final = load_file(output_dir / "model.safetensors")

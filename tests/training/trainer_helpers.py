@@ -32,6 +32,7 @@ def make_trainer(
     tmp_path,
     splits,
     loss_fn=None,
+    num_views=2,
     epochs=3,
     callbacks=None,
     views_class=None,
@@ -43,7 +44,7 @@ def make_trainer(
 ):
     train = splits.train.select(range(NUM_TRAIN))
     counts = np.bincount(train["label"], minlength=10).tolist()
-    loss_fn = loss_fn if loss_fn is not None else AduCLoss(10, class_counts=counts)
+    loss_fn = loss_fn if loss_fn is not None else AduCLoss(10, class_counts=counts)  # the official alpha
     args = dict(
         output_dir=str(tmp_path / "run"),
         num_train_epochs=epochs,
@@ -67,7 +68,7 @@ def make_trainer(
         loss_fn=loss_fn,
         sampler=sampler,
         train_dataset=(views_class or RecordingViews)(
-            train, build_augmentation("digits", image_size), num_views=loss_fn.num_views, seed=0
+            train, build_augmentation("digits", image_size), num_views=num_views, seed=0
         ),
         data_collator=collate_views,
         eval_dataset=eval_dataset,

@@ -19,7 +19,7 @@ from ..assemble import RawItem, assemble_dataset
 from ..csv_table import read_csv_table
 from ..images import match_image_files
 from ..validation import InvalidItems, Location, require_layout
-from .registry import DATASETS
+from .builders import DATASETS
 
 TRAIN_CSV = "train.csv"
 TRAIN_IMAGES = "train_images"

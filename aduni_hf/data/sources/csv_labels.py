@@ -17,7 +17,7 @@ import datasets
 from ..assemble import RawItem, assemble_dataset
 from ..csv_table import read_csv_table
 from ..validation import DataValidationError, InvalidItems
-from .registry import DATASETS
+from .builders import DATASETS
 
 
 def find_csv(data_dir: Path, csv_file: str | None) -> Path:

@@ -12,7 +12,7 @@ from sklearn.datasets import load_digits
 
 from ..assemble import RawItem, assemble_dataset
 from ..validation import Location
-from .registry import DATASETS
+from .builders import DATASETS
 
 
 def long_tail_counts(available: np.ndarray, imbalance_ratio: float) -> np.ndarray:

@@ -19,7 +19,7 @@ import datasets
 from ..assemble import RawItem, assemble_dataset
 from ..images import is_image_file
 from ..validation import DataValidationError, InvalidItems, Location
-from .registry import DATASETS
+from .builders import DATASETS
 
 
 @DATASETS.register("imagefolder")

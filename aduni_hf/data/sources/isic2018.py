@@ -26,7 +26,7 @@ from ..assemble import RawItem, assemble_dataset
 from ..csv_table import CsvRow, read_csv_table
 from ..images import match_image_files
 from ..validation import DataValidationError, InvalidItems, require_layout
-from .registry import DATASETS
+from .builders import DATASETS
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +88,25 @@ def read_lesion_groupings(path: Path, invalid: InvalidItems) -> dict[str, str]:
     return {image_id: lesion for image_id, (lesion, _) in lesions.items()}
 
 
+def lesions_of(
+    groupings: Path | None, root: Path, image_ids: set[str], ground_truth: str, invalid: InvalidItems
+) -> dict[str, str]:
+    """image id -> lesion id from the groupings CSV; none (with a warning that folds are then stratified by image)
+    without one."""
+    if groupings is None:
+        logger.warning(
+            "isic2018: no %s in %s; folds are stratified by image, so images of one lesion may be in different folds",
+            LESION_GROUPINGS_CSV,
+            root,
+        )
+        return {}
+    lesions = read_lesion_groupings(groupings, invalid)
+    extra = sorted(set(lesions) - image_ids)
+    if extra:
+        logger.info("%s: %d row(s) name images not in %s (ignored)", groupings.name, len(extra), ground_truth)
+    return lesions
+
+
 @DATASETS.register("isic2018")
 def build_isic2018(
     data_dir: str | None = None,
@@ -142,23 +161,8 @@ def build_isic2018(
         invalid,
     )
 
-    groupings: Path | None = None
-    if group_by_lesion:
-        groupings = Path(lesion_groupings) if lesion_groupings else find_lesion_groupings(root)
-    lesions: dict[str, str] = {}
-    if groupings is not None:
-        lesions = read_lesion_groupings(groupings, invalid)
-        extra = sorted(set(lesions) - all_ids)
-        if extra:
-            logger.info(
-                "%s: %d row(s) name images not in %s (ignored)", groupings.name, len(extra), ground_truth.name
-            )
-    else:
-        logger.warning(
-            "isic2018: no %s in %s; folds are stratified by image, so images of one lesion may be in different folds",
-            LESION_GROUPINGS_CSV,
-            root,
-        )
+    groupings = (Path(lesion_groupings) if lesion_groupings else find_lesion_groupings(root)) if group_by_lesion else None
+    lesions = lesions_of(groupings, root, all_ids, ground_truth.name, invalid)
     items = []
     for row, label in labelled:
         image_id = row.values["image"]

@@ -20,7 +20,7 @@ from PIL import Image
 from ..assemble import RawItem, assemble_dataset
 from ..images import as_rgb
 from ..validation import DataValidationError, InvalidItems, Location
-from .registry import DATASETS
+from .builders import DATASETS
 
 SPLITS = ("train", "val", "test")
 # MedMNIST's label order (INFO["dermamnist"]["label"]); the same 7 classes as ISIC2018 / HAM10000.

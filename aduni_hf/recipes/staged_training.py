@@ -1,8 +1,5 @@
-"""Methods trained in stages: a method is a sequence of `Stage`s, one-stage methods a single one.
-
-The two-stage methods of the paper's Table 1 are registered in the `method` registry (`LOSSES`, in
-aduni_hf/losses/stages.py) as the loss of their first stage with a class attribute `second_stage`; this module
-runs the stages:
+"""Training a two-stage method (its `Method.stages`, aduni_hf/methods): one trainer per stage, each in a folder of
+the run, resumable stage by stage. The two-stage methods of the paper's Table 1:
 
 | `method` | stage 1 | stage 2 |
 |---|---|---|
@@ -12,11 +9,8 @@ runs the stages:
 Both second stages train with SGD (the recipe's momentum and weight decay) at `stage2_learning_rate`, no warm-up,
 cosine to `min_learning_rate` over `stage2_epochs`, on the recipe's augmentation, batch and one view; only the
 classifier is in the optimiser. `stage2_bn` overrides the method's BatchNorm choice. `max_steps` caps every
-stage (a quick run trains `max_steps` steps of each).
-
-decouple also reports tau-normalisation (Kang et al. 2020, Sec. 4; classifier-balancing's tau_norm.py), an
-evaluation of the stage-1 model without training: w_c <- w_c / ||w_c||^tau, bias dropped, tau in 0, 0.1, ..., 2.0
-chosen on the validation split (best macro-F1, ties to the smaller tau), then tested once at that tau.
+stage (a quick run trains `max_steps` steps of each). decouple also reports tau-normalisation of the stage-1 model
+(`aduni_hf.evaluation.tau_norm`).
 
 The output folder of a two-stage run (docs/hf_stack.md, "Checkpoints and resuming"):
 
@@ -38,30 +32,28 @@ import dataclasses
 import json
 import logging
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import safetensors.torch
 import torch
 from torch import Tensor, nn
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
+from transformers.trainer_utils import TrainOutput
 
-from ..data import collate_views
-from ..evaluation.metrics import classification_metrics
-from ..losses.stages import Stage
+from ..methods import Method, MethodArguments, Stage
+from ..training import AdUniTrainer, AdUniTrainingArguments
+from ..training.checkpoints import RUN_RECORD_NAME, last_checkpoint
 from ..utils import write_atomic
-from .checkpoints import RUN_RECORD_NAME, STAGING_PREFIX, RunFolderError, check_resume, last_checkpoint
-
-if TYPE_CHECKING:
-    from .arguments import AdUniTrainingArguments, MethodArguments
-    from .trainer import AdUniTrainer
+from .errors import RunFolderError
+from .run_folder import check_resume, remove_interrupted_checkpoints, save_results
 
 logger = logging.getLogger(__name__)
 
 STAGE_DIR_PREFIX = "_stage"  # _stage1, _stage2: "_*" is what the push leaves out
 STAGE_FINISHED_NAME = "stage_finished.json"  # written last into a stage folder: the stage is done
-TAUS = tuple(i / 10 for i in range(21))  # 0, 0.1, ..., 2.0, as classifier-balancing's tau_norm.py
+# Builds the trainer of a (resolved) stage with that stage's arguments.
+MakeTrainer = Callable[[AdUniTrainingArguments, Stage], AdUniTrainer]
 
 
 def resolve_stage(stage: Stage, index: int, method_args: MethodArguments) -> Stage:
@@ -95,7 +87,7 @@ def prepare_stage_dirs(output_dir: str | Path, num_stages: int, overwrite: bool)
 
     - `overwrite`: the previous run's stage folders are removed with its other outputs;
     - a one-stage method refuses a folder that holds the stages of a two-stage run;
-    - checkpoints whose writing was interrupted (`tmp-checkpoint-N`) are removed from the stage folders.
+    - checkpoints whose writing was interrupted are removed from the stage folders.
     """
     existing = stage_dirs(output_dir)
     if overwrite:
@@ -111,9 +103,7 @@ def prepare_stage_dirs(output_dir: str | Path, num_stages: int, overwrite: bool)
             "output_dir, or pass --overwrite_output_dir true to train a fresh run over it."
         )
     for directory in existing:
-        for staged in directory.glob(f"{STAGING_PREFIX}{PREFIX_CHECKPOINT_DIR}-*"):
-            logger.warning("removing %s, a checkpoint whose writing was interrupted", staged)
-            shutil.rmtree(staged, ignore_errors=True)
+        remove_interrupted_checkpoints(directory)
 
 
 def stage_arguments(
@@ -166,7 +156,9 @@ def load_stage_weights(model: nn.Module, directory: Path) -> None:
     """Load a finished stage's saved model (weights and BatchNorm statistics) into `model`."""
     path = directory / "model.safetensors"
     if not path.is_file():
-        raise RunFolderError(f"{directory} is marked finished but has no model.safetensors; start a fresh run")
+        raise RunFolderError(
+            f"{directory} is marked finished but has no model.safetensors; start a fresh run"
+        )
     device = next(model.parameters()).device
     state = safetensors.torch.load_file(str(path), device=str(device))
     model.load_state_dict(state, strict=True)
@@ -177,7 +169,7 @@ def finish_stage(trainer: AdUniTrainer, result: TrainOutput, record: dict[str, A
     `stage_finished.json` is written last and atomically, so a kill before it leaves the stage unfinished."""
     directory = Path(trainer.args.output_dir)
     trainer.save_model()
-    trainer.save_metrics("train", result.metrics)
+    save_results(directory, "train", result.metrics, trainer.is_world_process_zero())
     trainer.save_state()
     if trainer.is_world_process_zero():
         write_atomic(directory / RUN_RECORD_NAME, json.dumps(record, indent=2, default=str))
@@ -196,34 +188,33 @@ def _stage_of(checkpoint: Path, output_dir: Path, num_stages: int) -> int | None
 
 def train_in_stages(
     model: nn.Module,
-    stages: Sequence[Stage],
+    method: Method,
     *,
-    make_trainer: Callable[[AdUniTrainingArguments, Stage], AdUniTrainer],
+    make_trainer: MakeTrainer,
     method_args: MethodArguments,
     training_args: AdUniTrainingArguments,
     record: dict[str, Any],
     checkpoint: Path | None,
 ) -> tuple[AdUniTrainer, TrainOutput, dict[str, float]]:
-    """Train `model` through `stages` (two), each with its own `AdUniTrainer` from `make_trainer(args, stage)`.
+    """Train `model` through the two stages of `method`, each with its own trainer from `make_trainer(args, stage)`.
 
     `checkpoint` is `prepare_output_dir`'s answer (already checked against `record`): None, or an explicit
     `resume_from_checkpoint` inside a stage folder. Returns the last stage's trainer (its `args.output_dir` back
     to the run's `output_dir`, so that the final model and results go there), its train output, and the
     metrics of the earlier stages' training, prefixed `stage1_`.
     """
-    if len(stages) != 2:
-        raise ValueError(f"train_in_stages trains two stages, got {len(stages)}")
+    if method.num_stages != 2:
+        raise ValueError(f"train_in_stages trains two stages, got {method.num_stages}")
     output_dir = Path(training_args.output_dir)
     explicit = None
     if checkpoint is not None:
-        explicit = _stage_of(checkpoint, output_dir, len(stages))
+        explicit = _stage_of(checkpoint, output_dir, method.num_stages)
         if explicit is None:
             raise RunFolderError(
-                f"resume_from_checkpoint={str(checkpoint)!r}: method {method_args.method!r} trains in stages; its "
+                f"resume_from_checkpoint={str(checkpoint)!r}: method {method.name!r} trains in stages; its "
                 f"checkpoints are in {stage_dir(output_dir, 0).name}/ and {stage_dir(output_dir, 1).name}/ of output_dir"
             )
     first_dir = stage_dir(output_dir, 0)
-    earlier: dict[str, float] = {}
     if stage_finished(first_dir):
         if explicit == 0:
             raise RunFolderError(
@@ -231,56 +222,73 @@ def train_in_stages(
                 f"({first_dir / STAGE_FINISHED_NAME}). Resume stage 2 (leave resume_from_checkpoint out), or start a "
                 "fresh run with --overwrite_output_dir true"
             )
-        for note in check_resume(first_dir, record):
-            logger.warning("stage 1 was trained with another length: %s (it is not trained again)", note)
-        mark = json.loads((first_dir / STAGE_FINISHED_NAME).read_text())
-        logger.info(
-            "stage 1 of %s finished earlier (%s, %d steps): not trained again; its weights are loaded",
-            method_args.method,
-            first_dir,
-            mark["global_step"],
-        )
-        load_stage_weights(model, first_dir)
-        earlier = dict(mark["train_metrics"])
+        earlier = reload_finished_stage(model, method, first_dir, record)
     else:
         if explicit == 1:
             raise RunFolderError(
                 f"resume_from_checkpoint={str(checkpoint)!r} is a stage-2 checkpoint, but stage 1 has not finished "
                 f"(no {first_dir / STAGE_FINISHED_NAME})"
             )
-        stage = resolve_stage(stages[0], 0, method_args)
-        trainer = make_trainer(stage_arguments(training_args, method_args, 0), stage)
-        prepare_model(model, stage, training_args.seed)
-        resume = checkpoint if explicit == 0 else last_checkpoint(first_dir)
-        if resume is not None and explicit is None:
-            for note in check_resume(resume, record):
-                logger.warning("resuming %s: %s", resume, note)
-            logger.info("resuming stage 1 from %s", resume)
-        logger.info("stage 1 of %s: %s", method_args.method, describe_stage(stage, 0, training_args, method_args))
-        result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+        plan = StagePlan(model, method, make_trainer, method_args, training_args, record)
+        trainer, result = plan.train(0, checkpoint if explicit == 0 else None)
         finish_stage(trainer, result, record, 0)
         earlier = dict(result.metrics)
         del trainer
-
-    stage = resolve_stage(stages[1], 1, method_args)
-    second_dir = stage_dir(output_dir, 1)
-    trainer = make_trainer(stage_arguments(training_args, method_args, 1), stage)
-    prepare_model(model, stage, training_args.seed)
-    resume = checkpoint if explicit == 1 else last_checkpoint(second_dir)
-    if resume is not None:
-        if explicit is None:
-            for note in check_resume(resume, record):
-                logger.warning("resuming %s: %s", resume, note)
-        logger.info("resuming stage 2 from %s", resume)
-    else:
-        logger.info("stage 2 starts from the stage-1 weights")
-    logger.info("stage 2 of %s: %s", method_args.method, describe_stage(stage, 1, training_args, method_args))
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    plan = StagePlan(model, method, make_trainer, method_args, training_args, record)
+    trainer, result = plan.train(1, checkpoint if explicit == 1 else None)
     trainer.args.output_dir = str(output_dir)  # the final model, its state and the results go to the run's folder
     return trainer, result, {f"stage1_{key}": value for key, value in earlier.items()}
 
 
-def describe_stage(stage: Stage, index: int, args: AdUniTrainingArguments, method_args: MethodArguments) -> str:
+def reload_finished_stage(model: nn.Module, method: Method, directory: Path, record: dict[str, Any]) -> dict:
+    """Load a stage that finished earlier into `model` (it is not trained again); returns its training metrics."""
+    for note in check_resume(directory, record):
+        logger.warning("stage 1 was trained with another length: %s (it is not trained again)", note)
+    mark = json.loads((directory / STAGE_FINISHED_NAME).read_text())
+    logger.info(
+        "stage 1 of %s finished earlier (%s, %d steps): not trained again; its weights are loaded",
+        method.name,
+        directory,
+        mark["global_step"],
+    )
+    load_stage_weights(model, directory)
+    return dict(mark["train_metrics"])
+
+
+@dataclasses.dataclass
+class StagePlan:
+    """What every stage of a run trains with; `train(index, checkpoint)` trains one stage."""
+
+    model: nn.Module
+    method: Method
+    make_trainer: MakeTrainer
+    method_args: MethodArguments
+    training_args: AdUniTrainingArguments
+    record: dict[str, Any]
+
+    def train(self, index: int, checkpoint: Path | None) -> tuple[AdUniTrainer, TrainOutput]:
+        """Train stage `index` in its folder: from the explicit `checkpoint`, else from the folder's last complete
+        checkpoint (checked against the run record), else from the model as the previous stage left it."""
+        stage = resolve_stage(self.method.stages[index], index, self.method_args)
+        trainer = self.make_trainer(stage_arguments(self.training_args, self.method_args, index), stage)
+        prepare_model(self.model, stage, self.training_args.seed)
+        resume = checkpoint if checkpoint is not None else last_checkpoint(stage_dir(self.training_args.output_dir, index))
+        if resume is not None:
+            if checkpoint is None:
+                for note in check_resume(resume, self.record):
+                    logger.warning("resuming %s: %s", resume, note)
+            logger.info("resuming stage %d from %s", index + 1, resume)
+        elif index > 0:
+            logger.info("stage %d starts from the stage-%d weights", index + 1, index)
+        description = describe_stage(stage, index, self.training_args, self.method_args)
+        logger.info("stage %d of %s: %s", index + 1, self.method.name, description)
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+        return trainer, result
+
+
+def describe_stage(
+    stage: Stage, index: int, args: AdUniTrainingArguments, method_args: MethodArguments
+) -> str:
     """One line for the log and the model card: what stage `index` of a recipe trains, with what."""
     parts = []
     if stage.freeze_encoder:
@@ -289,8 +297,7 @@ def describe_stage(stage: Stage, index: int, args: AdUniTrainingArguments, metho
         parts.append("classifier re-initialised")
     if stage.freeze_classifier:
         parts.append("classifier frozen")
-    loss = getattr(stage.loss, "description", stage.loss) or "of the method"
-    parts.append(f"loss {loss}, sampler {stage.sampler}")
+    parts.append(f"loss {stage.description}, sampler {stage.sampler}")
     if stage.epoch_length == "dataset":
         parts.append("epochs of N/B batches")
     if index == 0:
@@ -303,80 +310,11 @@ def describe_stage(stage: Stage, index: int, args: AdUniTrainingArguments, metho
     return "; ".join(parts)
 
 
-# ---- tau-normalisation ------------------------------------------------------------------------------------------
-def tau_norm_logits(features: Tensor, weight: Tensor, tau: float) -> Tensor:
-    """Logits of the tau-normalised classifier, bias dropped: features (n, d) . (w_c / ||w_c||^tau) -> (n, C)."""
-    return features @ (weight / weight.norm(dim=1, keepdim=True).pow(tau)).T
-
-
-def select_tau(
-    features: Tensor, labels: Tensor, weight: Tensor, class_names: Sequence[str], taus: Sequence[float] = TAUS
-) -> tuple[float, dict[float, float]]:
-    """The tau of the best macro-F1 on (validation) `features` and `labels`, ties to the smaller tau, and every
-    tau's macro-F1. Only the split given is read: give it the validation split, never the test fold."""
-    scores = {}
-    for tau in taus:
-        predictions = tau_norm_logits(features, weight, tau).argmax(dim=1)
-        scores[tau] = classification_metrics(predictions.numpy(), labels.numpy(), class_names)["macro_f1"]
-    best = max(scores.values())
-    return min(tau for tau, score in scores.items() if score == best), scores
-
-
-@torch.no_grad()
-def pooled_features(model: nn.Module, dataset, batch_size: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """The encoder's pooled features (n, d) float32 on the CPU, and the labels (n,), of an evaluation dataset."""
-    model.eval()
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate_views)
-    features, labels = [], []
-    for batch in loader:
-        output = model.base_model(pixel_values=batch["pixel_values"].to(device))
-        features.append(output.pooler_output.float().cpu())
-        labels.append(batch["labels"])
-    return torch.cat(features), torch.cat(labels)
-
-
-def tau_norm_evaluation(
-    model: nn.Module,
-    val_dataset,
-    test_dataset,
-    class_names: Sequence[str],
-    batch_size: int,
-    device: torch.device,
-) -> tuple[dict[str, float], dict[str, float]]:
-    """tau-normalisation of the stage-1 `model`: tau chosen on `val_dataset`, then `test_dataset` evaluated once.
-
-    Returns (validation metrics `eval_tau_norm_*`, test metrics `test_tau_norm_*` and `tau_norm_tau`); both
-    empty, with a warning, without a validation split or with a classifier other than linear.
-    """
-    if val_dataset is None:
-        logger.warning("tau-normalisation skipped: no validation split to choose tau on (val_fraction is 0)")
-        return {}, {}
-    if not isinstance(model.classifier.dense, nn.Linear):
-        logger.warning("tau-normalisation skipped: it rescales a linear classifier's rows, this one is cosine")
-        return {}, {}
-    weight = model.classifier.dense.weight.detach().float().cpu()
-    val_features, val_labels = pooled_features(model, val_dataset, batch_size, device)
-    tau, scores = select_tau(val_features, val_labels, weight, class_names)
-    logger.info(
-        "tau-normalisation: tau %g chosen on the validation split (macro-F1 by tau: %s)",
-        tau,
-        ", ".join(f"{t:g}: {s:.4f}" for t, s in scores.items()),
-    )
-    val_predictions = tau_norm_logits(val_features, weight, tau).argmax(dim=1)
-    val_metrics = classification_metrics(val_predictions.numpy(), val_labels.numpy(), class_names)
-    test_features, test_labels = pooled_features(model, test_dataset, batch_size, device)
-    test_predictions = tau_norm_logits(test_features, weight, tau).argmax(dim=1)
-    test_metrics = classification_metrics(test_predictions.numpy(), test_labels.numpy(), class_names)
-    return (
-        {f"eval_tau_norm_{key}": value for key, value in val_metrics.items()},
-        {**{f"test_tau_norm_{key}": value for key, value in test_metrics.items()}, "tau_norm_tau": tau},
-    )
-
-
 __all__ = [
-    "select_tau",
+    "describe_stage",
+    "prepare_model",
+    "prepare_stage_dirs",
+    "resolve_stage",
     "stage_dir",
-    "tau_norm_evaluation",
-    "tau_norm_logits",
     "train_in_stages",
 ]

@@ -20,13 +20,13 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from .registry import LOSSES, log_class_prior, view_major_labels
+from .class_prior import log_class_prior
+from .method_loss import LossOutput, MethodLoss, view_major_labels
 
 
-@LOSSES.register("balanced_softmax")
-class BalancedSoftmaxLoss(nn.Module):
+class BalancedSoftmaxLoss(MethodLoss):
     """Cross-entropy of `logits + log(prior)`, averaged over every view of the batch (Ren et al. 2020).
 
     Args:
@@ -38,9 +38,6 @@ class BalancedSoftmaxLoss(nn.Module):
     Shapes: logits (V*N, C) view-major, labels (N,) -> (), the mean over the V*N rows, computed in float32
     (float64 inputs stay float64), also under bf16/fp16 autocast.
     """
-
-    num_views = 1
-    uses_alpha = False
 
     def __init__(self, num_classes: int, class_counts: Sequence[int] | Tensor) -> None:
         super().__init__()
@@ -54,13 +51,15 @@ class BalancedSoftmaxLoss(nn.Module):
         return f"num_classes={self.num_classes}"
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
+        return self.compute(logits, labels).loss
+
+    def compute(self, logits: Tensor, labels: Tensor) -> LossOutput:
         row_labels = view_major_labels(logits, labels, self.num_classes)
         dtype = torch.promote_types(logits.dtype, torch.float32)  # float32, or float64 for gradcheck
         with torch.autocast(device_type=logits.device.type, enabled=False):
             adjusted = logits.to(dtype) + self.log_prior.to(dtype)  # (V*N, C)
             per_row = F.cross_entropy(adjusted, row_labels, reduction="none")
-            self.row_losses = (per_row.detach(), row_labels)  # for the per-class logs
-            return per_row.mean()
+            return LossOutput(per_row.mean(), per_row.detach(), row_labels)
 
-    def from_outputs(self, outputs, labels: Tensor, alpha: float) -> Tensor:
-        return self(outputs.logits, labels)
+    def from_outputs(self, outputs, labels: Tensor) -> LossOutput:
+        return self.compute(outputs.logits, labels)

@@ -52,7 +52,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..distributed import all_gather_no_grad, world_size
-from .registry import LOSSES, log_class_prior
+from ..schedules import AlphaSchedule
+from .class_prior import log_class_prior
+from .method_loss import LossOutput, MethodLoss
 
 LOG_EPS = 1e-12  # official: log(sum of the shifted exponentials + 1e-12)
 QUEUE_SEED = 0  # the initial random queue is a pure function of this seed and the shapes
@@ -106,8 +108,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
         model = inner
 
 
-@LOSSES.register("paco")
-class PaCoLoss(nn.Module):
+class PaCoLoss(MethodLoss):
     """PaCo: a momentum key encoder, a labelled queue and the parametric contrastive loss (Cui et al. 2021).
 
     Args:
@@ -125,21 +126,22 @@ class PaCoLoss(nn.Module):
         queue_size: K, a multiple of the global batch (per-device batch x processes).
         paco_momentum: m of the key encoder (official 0.999).
         logit_adjustment: False ignores `class_counts`.
+        alpha_schedule: None (PaCo): alpha is the constant `paco_alpha`; an AduC schedule (PaCo+AduC): alpha
+            follows it over training instead (`set_epoch`).
 
     Training state (persistent buffers and submodules, all in `state_dict()`):
         key_encoder: the momentum copy of the model.
         queue: (K, d) key features; queue_labels: (K,) int64; queue_ptr: () int64, the next slot.
         global_batch_size: () int64, 0 before the first step, then the global batch of the first step.
 
-    `forward_views(model, pixel_values (B, V>=2, 3, H, W), labels (B,), alpha)` is a training step; it returns
-    (loss, logits of view 1). `forward(features_q, features_k, logits, labels, alpha, queue, queue_labels)`
+    `forward_views(model, pixel_values (B, V>=2, 3, H, W), labels (B,))` is a training step; its `LossOutput`
+    carries the logits of view 1. `forward(features_q, features_k, logits, labels, alpha, queue, queue_labels)`
     is the loss alone. The loss is computed in float32 (float64 inputs stay float64), also under autocast.
     Under several processes every process's keys and labels are gathered (no gradient) into every queue,
     and the contrast set is this process's queries and keys plus the queue, as the official code.
     """
 
-    num_views = 2
-    uses_alpha = False  # alpha is the constant `paco_alpha`
+    own_forward = True  # the key view goes through the momentum key encoder
 
     def __init__(
         self,
@@ -153,6 +155,7 @@ class PaCoLoss(nn.Module):
         queue_size: int = 1024,
         paco_momentum: float = 0.999,
         logit_adjustment: bool = True,
+        alpha_schedule: AlphaSchedule | None = None,
     ) -> None:
         super().__init__()
         if model is None:
@@ -186,6 +189,9 @@ class PaCoLoss(nn.Module):
         self.paco_gamma = float(paco_gamma)
         self.queue_size = queue_size
         self.paco_momentum = float(paco_momentum)
+        self.alpha_schedule = alpha_schedule
+        # every schedule's value at epoch 0 is its alpha_max; set_epoch moves it on
+        self.alpha = self.paco_alpha if alpha_schedule is None else alpha_schedule.alpha_max
 
         log_prior = torch.zeros(num_classes)
         self.logit_adjustment = logit_adjustment and class_counts is not None
@@ -207,10 +213,18 @@ class PaCoLoss(nn.Module):
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.int64, device=device))
         self.register_buffer("global_batch_size", torch.zeros((), dtype=torch.int64, device=device))
 
+    def set_epoch(self, epoch: int, num_epochs: int) -> None:
+        """With an alpha schedule (PaCo+AduC), alpha of `epoch`; plain PaCo keeps `paco_alpha`."""
+        if self.alpha_schedule is not None:
+            self.alpha = self.alpha_schedule(epoch, num_epochs)
+
+    def epoch_logs(self) -> dict[str, float]:
+        return {} if self.alpha_schedule is None else {"alpha": self.alpha}
+
     def extra_repr(self) -> str:
         return (
             f"num_classes={self.num_classes}, temperature={self.temperature}, alpha="
-            f"{'scheduled' if self.uses_alpha else self.paco_alpha}, beta={self.paco_beta}, gamma={self.paco_gamma}, "
+            f"{'scheduled' if self.alpha_schedule is not None else self.paco_alpha}, beta={self.paco_beta}, gamma={self.paco_gamma}, "
             f"queue_size={self.queue_size}, momentum={self.paco_momentum}, logit_adjustment={self.logit_adjustment}"
         )
 
@@ -230,6 +244,19 @@ class PaCoLoss(nn.Module):
         Shapes: features_q, features_k (B, d); logits (B, C) raw (the log prior is added here); labels (B,);
         queue (K, d); queue_labels (K,). Returns () the mean over the B queries.
         """
+        return self.compute(features_q, features_k, logits, labels, alpha, queue, queue_labels).loss
+
+    def compute(
+        self,
+        features_q: Tensor,
+        features_k: Tensor,
+        logits: Tensor,
+        labels: Tensor,
+        alpha: float,
+        queue: Tensor,
+        queue_labels: Tensor,
+    ) -> LossOutput:
+        """`forward`, with every query's loss and the contrast set's labels."""
         batch = labels.shape[0]
         if (
             features_q.ndim != 2
@@ -254,7 +281,6 @@ class PaCoLoss(nn.Module):
         with torch.autocast(device_type=features_q.device.type, enabled=False):
             contrast_features = torch.cat([features_q.to(dtype), features_k.to(dtype), queue.to(dtype)])
             contrast_labels = torch.cat([labels, labels, queue_labels.to(labels.dtype)])
-            self.contrast_labels = contrast_labels.detach()  # the batch and the queue (for the logs)
             per_anchor = paco_per_anchor(
                 features_q.to(dtype),
                 logits.to(dtype) + self.log_prior.to(dtype),  # (B, C) logit adjustment
@@ -266,12 +292,13 @@ class PaCoLoss(nn.Module):
                 gamma=self.paco_gamma,
                 temperature=self.temperature,
             )
-            self.row_losses = (per_anchor.detach(), labels)  # each query's loss, for the per-class logs
-            return per_anchor.mean()  # x T / T_b = 1
+            # x T / T_b = 1
+            return LossOutput(per_anchor.mean(), per_anchor.detach(), labels, contrast_labels.detach())
 
     # ---- a training step --------------------------------------------------------------------------------------
-    def forward_views(self, model: nn.Module, pixel_values: Tensor, labels: Tensor, alpha: float):
-        """One training step on (B, V>=2, 3, H, W) views: (loss, logits of view 1).
+    def forward_views(self, model: nn.Module, pixel_values: Tensor, labels: Tensor) -> LossOutput:
+        """One training step on (B, V>=2, 3, H, W) views, at the epoch's alpha; the output carries the logits of
+        view 1.
 
         View 1 goes through `model` (the queries, with gradient), view 2 through the key encoder after its
         momentum update; the current keys and labels are enqueued after the contrast set was taken.
@@ -281,7 +308,6 @@ class PaCoLoss(nn.Module):
                 f"expected pixel_values (B, V>=2, 3, H, W) and labels (B,), got {tuple(pixel_values.shape)} "
                 f"and {tuple(labels.shape)}"
             )
-        alpha = float(alpha) if self.uses_alpha else self.paco_alpha
         query_model = _unwrap(model)
         if int(self.global_batch_size) == 0:  # the first training step: start from the model as it is now
             self._copy_from(query_model)
@@ -290,17 +316,18 @@ class PaCoLoss(nn.Module):
             self._momentum_update(query_model)
             self.key_encoder.train(query_model.training)
             keys = self.key_encoder(pixel_values=pixel_values[:, 1]).features
-        loss = self(
+        output = self.compute(
             outputs.features,
             keys,
             outputs.logits,
             labels,
-            alpha,
+            self.alpha,
             self.queue.clone(),  # the queue before this step's keys
             self.queue_labels.clone(),
         )
         self._enqueue(keys, labels)
-        return loss, outputs.logits
+        output.logits = outputs.logits
+        return output
 
     def _pairs(self, model: nn.Module, tensors: str):
         """(model tensor, key encoder tensor) by name, for `tensors` "parameters" or "buffers"."""
@@ -348,11 +375,3 @@ class PaCoLoss(nn.Module):
         self.queue[slots] = keys.to(self.queue.device)
         self.queue_labels[slots] = labels.to(self.queue.device)
         self.queue_ptr.fill_((ptr + batch) % size)
-
-
-@LOSSES.register("paco_aduc")
-class PaCoAduCLoss(PaCoLoss):
-    """PaCo with AduC's alpha schedule: the alpha given to `forward_views` (the trainer's schedule, 1 to 0.01 in
-    AdUni) replaces the constant `paco_alpha`; everything else is `PaCoLoss`."""
-
-    uses_alpha = True

@@ -9,10 +9,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+# A cross-validation folder (aduni_hf/recipes/cross_validation.py): output_dir/fold_<k>/ per fold, and these
+CV_RESULTS_NAME = "cv_results.json"
+CV_MARKDOWN_NAME = f"{Path(CV_RESULTS_NAME).stem}.md"  # the markdown twin of cv_results.json
+FOLD_PREFIX = "fold_"
+
+
+def fold_dir(output_dir: str | Path, fold: int) -> Path:
+    """The run folder of test fold `fold` in a cross-validation's `output_dir`."""
+    return Path(output_dir) / f"{FOLD_PREFIX}{fold}"
+
+
 SUMMARY_METRICS = ("accuracy", "macro_f1", "balanced_accuracy")
-# The models a run reports (aduni_hf.training.run.SELECTED_MODELS): key in cv_results.json -> (metric prefix in
+# The models a run reports (aduni_hf.recipes.results.SELECTED_MODELS): key in cv_results.json -> (metric prefix in
 # test_results.json, how tables name it). The official rule reads the test fold: its tables say so.
 REPORTED_MODELS = {
     "last_epoch": ("test", "the model after the last epoch"),

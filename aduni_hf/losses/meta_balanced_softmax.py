@@ -4,8 +4,8 @@ Reference: Ren et al., "Balanced Meta-Softmax for Long-Tailed Visual Recognition
 code (jiawei-ren/BalancedMetaSoftmax-Classification: data/MetaSampler.py, run_networks.meta_forward). What it
 computes, and the choices made here, are in docs/method.md ("BALMS and its Meta Sampler").
 
-Stage 1 is plain cross-entropy on one view with instance-balanced sampling (`BalmsLoss`). Stage 2 trains a
-re-initialised classifier on the frozen encoder with Balanced Softmax (`MetaBalancedSoftmaxLoss`) on batches drawn
+Stage 1 is plain cross-entropy on one view with instance-balanced sampling (the `balms` method,
+aduni_hf/methods/balms.py). Stage 2 trains a re-initialised classifier on the frozen encoder with Balanced Softmax (`MetaBalancedSoftmaxLoss`) on batches drawn
 by the Meta Sampler (`MetaSampler`):
 
 - The sampler has one learnable logit w_c per class. Each of the B slots of a batch picks one of the N training
@@ -40,10 +40,8 @@ from torch.func import functional_call
 from ..data.samplers import EpochSampler
 from ..data.transforms import view_seed
 from ..data.views import DrawKey
-from .balanced_softmax import BalancedSoftmaxLoss
-from .cross_entropy import CrossEntropyLoss
-from .registry import LOSSES, checked_class_counts
-from .stages import META_SAMPLER, Stage
+from .balanced_softmax_loss import BalancedSoftmaxLoss
+from .class_prior import checked_class_counts
 
 # Adam's defaults (torch.optim.Adam), as the official `optimizer_meta`.
 ADAM_BETAS = (0.9, 0.999)
@@ -97,8 +95,6 @@ class MetaBalancedSoftmaxLoss(BalancedSoftmaxLoss):
         meta_learning_rate: Adam learning rate of the sampler logits (official 0.01).
         meta_init_pow: init_pow of the sampler initialisation (official 0 for CIFAR, 0.1 for ImageNet-LT).
     """
-
-    description = "Balanced Softmax on Meta Sampler batches, with a meta step before every step"
 
     def __init__(
         self,
@@ -224,24 +220,6 @@ class MetaBalancedSoftmaxLoss(BalancedSoftmaxLoss):
         gradient = self.meta_gradient(classifier, *args, **kwargs)
         self.adam_update(gradient)
         return gradient
-
-
-@LOSSES.register("balms")
-class BalmsLoss(CrossEntropyLoss):
-    """BALMS (Ren et al., NeurIPS 2020): stage 1 is plain cross-entropy on one view with instance-balanced sampling
-    (this loss); stage 2 trains a re-initialised classifier on the frozen encoder with Balanced Softmax on batches
-    of the Meta Sampler (`second_stage`: `MetaBalancedSoftmaxLoss`, `MetaSampler`). BatchNorm stays in train mode
-    in stage 2, as the official run, which puts every network in `train()`."""
-
-    recommended_sampler = "none"  # the official first stage is instance-balanced
-    second_stage = Stage(
-        loss=MetaBalancedSoftmaxLoss,
-        sampler=META_SAMPLER,
-        freeze_encoder=True,
-        reinit_classifier=True,
-        bn_mode="train",
-        epoch_length="dataset",
-    )
 
 
 class MetaSampler(EpochSampler):

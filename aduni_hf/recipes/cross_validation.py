@@ -24,24 +24,33 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..evaluation.cross_validation import (
+from ..evaluation.cv_summary import (
+    CV_MARKDOWN_NAME,
+    CV_RESULTS_NAME,
+    FOLD_PREFIX,
     REPORTED_MODELS,
+    fold_dir,
     fold_metrics,
     paper_format,
     results_markdown,
     summarise_folds,
 )
+from ..hub import render_cv_model_card
+from ..hub.push import CV_ALLOW_PATTERNS, CV_IGNORE_PATTERNS, push_folder
+from ..methods import METHODS, MethodArguments
+from ..training import AdUniTrainingArguments
 from ..utils import write_atomic
-from .arguments import AdUniTrainingArguments, DataArguments, MethodArguments, ModelArguments
-from .checkpoints import FINISHED_NAME, RESUMABLE_FIELDS, RunFolderError, _differs
+from .arguments import DataArguments, ModelArguments
+from .checks import check_recipe
+from .errors import RunFolderError
+from .experiment_figures import experiment_figures
+from .results import recipe_summary
 from .run import resolved_config, run_training
+from .run_folder import FINISHED_NAME, RESUMABLE_FIELDS, differs
 
 logger = logging.getLogger(__name__)
 
 CV_RECIPE_NAME = "cv_recipe.json"
-CV_RESULTS_NAME = "cv_results.json"
-CV_MARKDOWN_NAME = f"{Path(CV_RESULTS_NAME).stem}.md"  # the markdown twin of cv_results.json
-FOLD_PREFIX = "fold_"
 # Fields that differ from fold to fold, or do not change a fold's result (checkpoints.RESUMABLE_FIELDS).
 PER_FOLD_FIELDS = frozenset({"test_fold", *RESUMABLE_FIELDS})
 
@@ -70,10 +79,6 @@ def parse_folds(text: str | None, num_folds: int) -> list[int]:
     return folds
 
 
-def fold_dir(output_dir: str | Path, fold: int) -> Path:
-    return Path(output_dir) / f"{FOLD_PREFIX}{fold}"
-
-
 def cv_recipe(*argument_groups: Any) -> dict[str, Any]:
     """The fields every fold must share: the resolved recipe without `PER_FOLD_FIELDS`."""
     fields = {
@@ -93,7 +98,7 @@ def check_cv_recipe(output_dir: Path, recipe: dict[str, Any]) -> None:
     differing = [
         f"{name}: {saved.get(name)!r} in the earlier folds, {recipe.get(name)!r} now"
         for name in sorted(set(saved) | set(recipe))
-        if _differs(saved.get(name), recipe.get(name))
+        if differs(saved.get(name), recipe.get(name))
     ]
     if differing:
         raise RunFolderError(
@@ -170,19 +175,25 @@ def collect_results(
     return results
 
 
-def write_summary(output_dir: Path, results: dict[str, Any], training_args: AdUniTrainingArguments) -> None:
+def write_summary(
+    output_dir: Path, results: dict[str, Any], training_args: AdUniTrainingArguments, recipe: dict[str, Any]
+) -> None:
     """The experiment's figures (output_dir/figures/) and summary card (README.md); then, with `push_to_hub`, the
     upload of the summary and every fold's final model (`PushError` if it fails: everything is saved by then)."""
-    from ..hub.push import CV_ALLOW_PATTERNS, CV_IGNORE_PATTERNS, push_folder
-    from .report import cv_model_card, experiment_figures
-
     figures = []
     if training_args.figures:
         figures = [
             (path.stem.replace("_", " "), str(path.relative_to(output_dir)))
             for path in experiment_figures([output_dir], output_dir / "figures")
         ]
-    card = cv_model_card(results, figures, model_id=training_args.hub_model_id or "")
+    method = METHODS[results["method"]]
+    card = render_cv_model_card(
+        results,
+        method_description=method.description,
+        recipe=recipe,
+        figures=figures,
+        model_id=training_args.hub_model_id or "",
+    )
     write_atomic(output_dir / "README.md", str(card))
     if training_args.push_to_hub:
         repo_id = training_args.hub_model_id or output_dir.name
@@ -208,6 +219,8 @@ def run_cross_validation(
     """Train and test one fresh model per fold in `folds` into output_dir/fold_<k>, then write cv_results.json
     and its markdown table (`CV_MARKDOWN_NAME`) over every finished fold of output_dir. Returns the cv_results.json content."""
     training_args.device  # noqa: B018  (sets up the processes: process_index is 0 everywhere before it)
+    method = METHODS[method_args.method]
+    check_recipe(model_args, data_args, method_args, training_args, method)  # before any fold trains
     output_dir = Path(training_args.output_dir)
     recipe = cv_recipe(model_args, data_args, method_args, training_args)
     with training_args.main_process_first(desc="checking the cross-validation folder"):
@@ -257,12 +270,14 @@ def run_cross_validation(
         else f"the checkpoint with the best validation {training_args.metric_for_best_model}",
         "selection_metric": training_args.selection_metric,
         "recipe": recipe,
+        "paper": method.paper_row(data_args.dataset, method_args.sampler, method_args),  # Tables 1-2, or None
     }
     results = collect_results(output_dir, folds, seconds, description)
     if main:
         write_atomic(output_dir / CV_RESULTS_NAME, json.dumps(results, indent=2, default=str) + "\n")
         write_atomic(output_dir / CV_MARKDOWN_NAME, results_markdown(results))
-        write_summary(output_dir, results, training_args)
+        summary = recipe_summary(model_args, data_args, method_args, training_args, method)
+        write_summary(output_dir, results, training_args, summary)
         mean, std = results["mean"], results["std"]
         print(
             f"{len(results['folds'])} folds: accuracy {paper_format(mean['accuracy'], std['accuracy'])}, "

@@ -18,9 +18,7 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser
 
-
-class RecipeError(ValueError):
-    """A recipe or flag that cannot be used; the message names the field and what is wrong."""
+from .errors import RecipeError
 
 
 def _tokens(key: str, value: Any) -> list[str]:
@@ -36,7 +34,9 @@ def _tokens(key: str, value: Any) -> list[str]:
 BASE_KEY = "base"  # `base: isic2018_aduni.yaml`: start from that recipe (a path relative to this one)
 
 
-def load_recipe(path: str | Path, field_names: Sequence[str], _including: tuple[Path, ...] = ()) -> dict[str, Any]:
+def load_recipe(
+    path: str | Path, field_names: Sequence[str], _including: tuple[Path, ...] = ()
+) -> dict[str, Any]:
     """Read a YAML recipe; every key must be a field of one of the argument dataclasses, or `base`.
 
     `base: other.yaml` reads that recipe first (its path relative to this file's folder) and lets this file's

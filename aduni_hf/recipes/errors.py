@@ -1,0 +1,12 @@
+"""The errors a recipe run reports as one line (scripts/train.py prints `error: <message>` and exits 1)."""
+
+
+class RecipeError(ValueError):
+    """A recipe or flag that cannot be used; the message names the field and what is wrong."""
+
+
+class RunFolderError(RecipeError):
+    """An output_dir or checkpoint that cannot be used as asked; the message says why and what to do."""
+
+
+__all__ = ["RecipeError", "RunFolderError"]

@@ -1,0 +1,163 @@
+"""What a trained run reports: the reported models tested on the held-out fold, the results files, the figures
+and the model card (rendered from the template shipped in the package, `aduni_hf.hub.render_model_card`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+from huggingface_hub import ModelCard
+
+from ..evaluation.features import pooled_features
+from ..evaluation.figures import class_loss_figure, confusion_matrix_figure, schedule_figure, tsne_figure
+from ..hub import render_model_card
+from ..methods import Method, MethodArguments
+from ..training import OFFICIAL_SELECTION, VALIDATION_SELECTION, AdUniTrainer, AdUniTrainingArguments
+from ..training.model_selection import selected_model
+from .arguments import DataArguments, ModelArguments
+from .run_data import RunData
+from .staged_training import describe_stage, resolve_stage
+
+# The reported models besides the last epoch's: (selection name, metric prefix in test_results.json).
+SELECTED_MODELS = ((VALIDATION_SELECTION, "test_best_val"), (OFFICIAL_SELECTION, "test_official_selection"))
+FIGURES_DIR = "figures"
+
+
+def evaluate_selected_models(trainer: AdUniTrainer, test_dataset) -> dict[str, float]:
+    """Test the models chosen during training (the best validation one; with `official_test_selection`, the one
+    the released code's rule chose on the test fold) and put the final model's weights back. Returns their test
+    metrics (`test_best_val_*`, `test_official_selection_*`) and the epoch each was chosen at (`*_epoch`)."""
+    if trainer.model_selection is None:
+        return {}
+    model = trainer.model
+    final = {key: value.detach().clone() for key, value in model.state_dict().items()}
+    metrics: dict[str, float] = {}
+    for name, prefix in SELECTED_MODELS:
+        selected = selected_model(trainer.model_selection.directory, name)
+        if selected is None:
+            continue
+        record, path = selected
+        device = next(model.parameters()).device
+        model.load_state_dict(safetensors.torch.load_file(str(path), device=str(device)), strict=True)
+        metrics.update(trainer.evaluate(test_dataset, metric_key_prefix=prefix))
+        metrics[f"{prefix}_epoch"] = record["epoch"]
+    model.load_state_dict(final, strict=True)
+    return metrics
+
+
+def write_run_figures(trainer: AdUniTrainer, data: RunData, output_dir: Path) -> list[tuple[str, str]]:
+    """The run's figures in output_dir/figures/ (on the main process; the others compute nothing): the confusion
+    matrix and a t-SNE of the final model's test-fold features, the per-class training loss and the schedules.
+    Returns (caption, path relative to output_dir) of each."""
+    predictions = trainer.predict(data.test_dataset, metric_key_prefix="test")  # every process takes part
+    if not trainer.is_world_process_zero():
+        return []
+    folder, names = output_dir / FIGURES_DIR, data.class_names
+    history = trainer.state.log_history
+    labels = predictions.label_ids
+    written = [
+        ("Confusion matrix on the test fold (final model)", confusion_matrix_figure(
+            labels, predictions.predictions.argmax(axis=1), names, folder / "confusion_matrix.png")),
+        ("Learning rate and alpha over training", schedule_figure(history, folder / "schedules.png")),
+    ]  # fmt: skip
+    if any(key.startswith("class_loss_") for entry in history for key in entry):
+        written.append(
+            ("Per-class training loss (Fig. 2 of the paper)",
+             class_loss_figure(history, names, data.train_counts, folder / "class_loss.png"))
+        )  # fmt: skip
+    features, feature_labels = pooled_features(
+        trainer.model, data.test_dataset, trainer.args.per_device_eval_batch_size, trainer.args.device
+    )
+    written.append(
+        ("t-SNE of the test-fold features (Fig. 4 of the paper)",
+         tsne_figure(features.numpy(), feature_labels.numpy(), names, folder / "tsne_test_features.png"))
+    )  # fmt: skip
+    return [(caption, str(path.relative_to(output_dir))) for caption, path in written]
+
+
+def weights_source(model_args: ModelArguments) -> str:
+    if model_args.model_name_or_path:
+        return f"from {model_args.model_name_or_path}"
+    return "local encoder weights" if model_args.pretrained_backbone else "from scratch"
+
+
+def recipe_summary(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    method_args: MethodArguments,
+    args: AdUniTrainingArguments,
+    method: Method,
+) -> dict[str, Any]:
+    """The settings a reader of the model card needs, in the paper's terms, with the values in force."""
+    summary: dict[str, Any] = {
+        "backbone": f"{model_args.backbone} ({weights_source(model_args)})",
+        "image size": f"{model_args.image_size}x{model_args.image_size}",
+        "augmentation": data_args.augmentation,
+        "method / sampler": f"{method.name} / {method_args.sampler}",
+        "epochs, batch per device": f"{args.num_train_epochs:g}, {args.per_device_train_batch_size}",
+    }
+    if args.optimizer_recipe == "official":
+        summary["optimiser"] = (
+            f"SGD lr {args.learning_rate:g}, momentum {args.sgd_momentum:g}, weight decay {args.weight_decay:g} "
+            f"(all parameters); {args.warmup_epochs}-epoch warm-up, cosine to {args.min_learning_rate:g}"
+        )
+    else:
+        summary["optimiser"] = f"{args.optim} lr {args.learning_rate:g}, {args.lr_scheduler_type} schedule"
+    summary["gradient clipping"] = f"norm {args.max_grad_norm:g}" if args.max_grad_norm else "none"
+    if method.num_stages > 1:
+        for index, stage in enumerate(method.stages):
+            summary[f"stage {index + 1}"] = describe_stage(
+                resolve_stage(stage, index, method_args), index, args, method_args
+            )
+    summary.update(method.card_summary(method_args))
+    return summary
+
+
+def selection_note(training_args: AdUniTrainingArguments, num_stages: int) -> str:
+    """How the saved model was chosen, for the card."""
+    if training_args.load_best_model_at_end:
+        where = " in each stage." if num_stages > 1 else "."
+        return (
+            f"The checkpoint with the best validation {training_args.metric_for_best_model} was kept{where}"
+        )
+    last = " of the last stage" if num_stages > 1 else ""
+    return (
+        f"The saved model is the one after the last epoch{last}; the model with the best validation "
+        f"{training_args.selection_metric} is tested beside it."
+    )
+
+
+def run_model_card(
+    *,
+    output_dir: Path,
+    data: RunData,
+    results: dict[str, float],
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    method_args: MethodArguments,
+    training_args: AdUniTrainingArguments,
+    method: Method,
+    figures: list[tuple[str, str]],
+) -> ModelCard:
+    """The run's model card: its test results beside the paper's, its recipe, figures and limitations."""
+    return render_model_card(
+        model_name=output_dir.name,
+        model_id=training_args.hub_model_id or output_dir.name,
+        dataset_name=data.metadata.get("source", data_args.dataset_path or data_args.dataset),
+        class_names=data.class_names,
+        train_class_counts=data.train_counts,
+        results=results,
+        recipe=recipe_summary(model_args, data_args, method_args, training_args, method),
+        method=method.name,
+        method_description=method.description,
+        test_fold=data_args.test_fold,
+        num_folds=int(data.metadata.get("num_folds", data_args.num_folds)),
+        backbone=model_args.backbone,
+        projection_dim=model_args.projection_dim,
+        image_size=model_args.image_size,
+        dataset_key=data_args.dataset,
+        paper=method.paper_row(data_args.dataset, method_args.sampler, method_args),
+        figures=figures,
+        selection_note=selection_note(training_args, method.num_stages),
+    )

@@ -1,0 +1,279 @@
+"""Run folders that survive a kill: which checkpoint to resume, what a finished run is, what a run record holds.
+
+An `output_dir` is in one of four states, told apart by its files:
+
+- empty (or missing): a fresh run;
+- `checkpoint-N/` folders and no `test_results.json`: an interrupted run, resumed from the highest complete
+  checkpoint by the same command (as the Hugging Face example scripts do);
+- `test_results.json`: a finished run. It is written last, after the model, the card and every other result,
+  so a killed run never looks finished. Training into it is refused unless `--overwrite_output_dir true`;
+- `training_failed.json`: training stopped on a non-finite loss or gradient; the checkpoints before it are kept.
+
+What a checkpoint holds and when it is whole: `aduni_hf.training.checkpoints`. A checkpoint cut short by a kill
+is passed over, and removed when the run resumes; so is a `tmp-checkpoint-N/` of a save before this rule.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from ..training import SELECTIONS
+from ..training.checkpoints import (
+    RUN_RECORD_NAME,
+    checkpoint_step,
+    checkpoints_of,
+    last_checkpoint,
+    missing_checkpoint_files,
+)
+from ..training.guard import FAILURE_NAME
+from ..utils import write_atomic
+from .errors import RunFolderError
+
+logger = logging.getLogger(__name__)
+
+STAGING_PREFIX = "tmp-"  # tmp-checkpoint-N: a checkpoint staged by an earlier version, never completed
+FINISHED_NAME = "test_results.json"  # written last: its presence means the run finished
+SELECTION_PREFIXES = tuple(f"{name}." for name in SELECTIONS)  # <name>.json and <name>.safetensors
+
+# Recipe fields that may differ between a checkpoint and the run resuming it: where files go, how much is
+# logged, how data is loaded (augmentation is seeded per image, so workers do not change the views), and the
+# training length (checked separately). Every other recipe field changes the result, and a difference refuses.
+RESUMABLE_FIELDS = frozenset(
+    {
+        # ModelArguments / DataArguments: the place of the data, not the data (its content is compared)
+        "dataset_path",
+        "data_dir",
+        "resize_prepared_images",  # only decides whether a recipe is refused (the image size itself is compared)
+        "gradient_checkpointing",
+        # AdUniTrainingArguments
+        "output_dir",
+        "overwrite_output_dir",
+        "resume_from_checkpoint",
+        "num_train_epochs",
+        "max_steps",
+        "torch_threads",
+        "per_device_eval_batch_size",
+        "eval_strategy",
+        "eval_steps",
+        "eval_delay",
+        "eval_on_start",
+        "logging_strategy",
+        "logging_steps",
+        "logging_first_step",
+        "logging_nan_inf_filter",
+        "log_level",
+        "log_level_replica",
+        "log_on_each_node",
+        "disable_tqdm",
+        "report_to",
+        "run_name",
+        "project",
+        "trackio_space_id",
+        "save_strategy",
+        "save_steps",
+        "save_total_limit",
+        "save_on_each_node",
+        "save_only_model",
+        "dataloader_num_workers",
+        "dataloader_pin_memory",
+        "dataloader_persistent_workers",
+        "dataloader_prefetch_factor",
+        "push_to_hub",
+        "hub_model_id",
+        "hub_strategy",
+        "hub_token",
+        "hub_private_repo",
+        "hub_always_push",
+        "hub_revision",
+        "include_for_metrics",
+        "include_num_input_tokens_seen",
+        "metric_for_best_model",
+        "greater_is_better",
+        "load_best_model_at_end",
+        "ddp_timeout",
+        "ddp_backend",
+        "local_rank",
+        "skip_memory_metrics",
+        "use_cpu",
+    }
+)
+
+
+# What identifies a data set wherever its folder lies (run.data_record): compared on resume.
+DATA_IDENTITY = ("class_names", "digest")
+
+
+def remove_interrupted_checkpoints(folder: Path) -> None:
+    """Remove the checkpoints of `folder` whose writing was cut short (and earlier versions' staged ones)."""
+    for staged in folder.glob(f"{STAGING_PREFIX}{PREFIX_CHECKPOINT_DIR}-*"):
+        logger.warning("removing %s, a checkpoint whose writing was interrupted", staged)
+        shutil.rmtree(staged, ignore_errors=True)
+    for checkpoint in checkpoints_of(folder):
+        missing = missing_checkpoint_files(checkpoint)
+        if missing:
+            logger.warning(
+                "removing %s, a checkpoint whose writing was interrupted (no %s)",
+                checkpoint,
+                ", ".join(missing),
+            )
+            shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+# ---- the output folder --------------------------------------------------------------------------------------
+def _finished_summary(path: Path) -> str:
+    try:
+        results = json.loads(path.read_text())
+        return f"test accuracy {results['test_accuracy']:.4f}, macro-F1 {results['test_macro_f1']:.4f}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unreadable results"
+
+
+def check_writable(output_dir: Path) -> None:
+    """Create `output_dir` and write a probe file in it, or fail now naming the folder."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as err:
+        raise RunFolderError(f"output_dir={str(output_dir)!r} is not writable: {err}") from err
+
+
+def clear_previous_run(output_dir: Path) -> list[str]:
+    """Remove what a previous run left that a fresh one must not mistake for its own: checkpoints, staged
+    checkpoints, results and the failure mark. The model files are simply overwritten. Returns the names."""
+    removed = []
+    for path in sorted(output_dir.iterdir()):
+        is_checkpoint = path.is_dir() and checkpoint_step(path.name.removeprefix(STAGING_PREFIX)) is not None
+        is_result = path.is_file() and (
+            path.name.endswith("_results.json")
+            or path.name == FAILURE_NAME
+            or path.name.startswith(SELECTION_PREFIXES)  # the models chosen during training
+        )
+        if is_checkpoint:
+            shutil.rmtree(path)
+        elif is_result:
+            path.unlink()
+        else:
+            continue
+        removed.append(path.name)
+    return removed
+
+
+def prepare_output_dir(
+    output_dir: str | Path, resume_from_checkpoint: str | None, overwrite: bool
+) -> Path | None:
+    """Decide, before any data is read, where training starts; returns the checkpoint to resume from, or None.
+
+    - The folder must be writable.
+    - A finished run (`test_results.json`) is refused unless `overwrite`.
+    - `overwrite` starts a fresh run: the previous run's checkpoints and results are removed first.
+    - Otherwise `resume_from_checkpoint` if given, else the last complete checkpoint in the folder.
+    Call it on the main process first (`TrainingArguments.main_process_first`): the others then find the
+    same checkpoint, and nothing left to remove.
+    """
+    output_dir = Path(output_dir)
+    check_writable(output_dir)
+    if overwrite:
+        if resume_from_checkpoint is not None:
+            raise RunFolderError(
+                "overwrite_output_dir starts a fresh run and resume_from_checkpoint continues one: give one of them"
+            )
+        removed = clear_previous_run(output_dir)
+        if removed:
+            logger.warning(
+                "overwrite_output_dir: a fresh run; removed %s from %s", ", ".join(removed), output_dir
+            )
+        return None
+    finished = output_dir / FINISHED_NAME
+    if finished.is_file():
+        raise RunFolderError(
+            f"output_dir={str(output_dir)!r} holds a finished run ({FINISHED_NAME}: {_finished_summary(finished)}). "
+            "Choose another output_dir, or pass --overwrite_output_dir true to train a fresh run over it."
+        )
+    remove_interrupted_checkpoints(output_dir)
+    failure = output_dir / FAILURE_NAME
+    if failure.is_file():
+        logger.warning("the previous attempt in %s failed: %s", output_dir, failure.read_text().strip())
+    if resume_from_checkpoint is not None:
+        checkpoint = Path(resume_from_checkpoint)
+        missing = missing_checkpoint_files(checkpoint) if checkpoint.is_dir() else ["the folder itself"]
+        if missing:
+            raise RunFolderError(
+                f"resume_from_checkpoint={resume_from_checkpoint!r} is not a complete checkpoint (no "
+                f"{', '.join(missing)})"
+            )
+        return checkpoint
+    checkpoint = last_checkpoint(output_dir)
+    if checkpoint is not None:
+        logger.info("resuming the interrupted run in %s from %s", output_dir, checkpoint.name)
+    return checkpoint
+
+
+def save_results(output_dir: Path, split: str, metrics: dict[str, float], main_process: bool) -> None:
+    """`<split>_results.json` and the merged all_results.json, each written whole (as `Trainer.save_metrics`
+    lays them out), all_results.json first."""
+    if not main_process:
+        return
+    combined = output_dir / "all_results.json"
+    merged = json.loads(combined.read_text()) if combined.is_file() else {}
+    merged.update(metrics)
+    write_atomic(combined, json.dumps(merged, indent=4, sort_keys=True))
+    write_atomic(output_dir / f"{split}_results.json", json.dumps(metrics, indent=4, sort_keys=True))
+
+
+
+# ---- what a checkpoint was trained with ----------------------------------------------------------------------
+def run_record(recipe: dict[str, dict[str, Any]], data: dict[str, Any], num_processes: int) -> dict[str, Any]:
+    """The record saved in every checkpoint: every recipe field (grouped as in run_config.yaml), the data it
+    trained on (class names and counts, a digest of the labels and folds) and the number of processes."""
+    fields = {name: value for group in recipe.values() for name, value in group.items()}
+    return {"fields": fields, "data": data, "num_processes": num_processes}
+
+
+def differs(saved: Any, current: Any) -> bool:
+    if isinstance(saved, float) and isinstance(current, float):
+        return not math.isclose(saved, current, rel_tol=1e-12, abs_tol=0.0)
+    return saved != current
+
+
+def check_resume(checkpoint: Path, current: dict[str, Any]) -> list[str]:
+    """Compare `current` (a `run_record`) with the checkpoint's; refuse a difference that changes the result.
+
+    Returns notes about allowed differences (a longer or shorter training) for the log. Raises
+    `RunFolderError` naming every differing field, with the checkpoint's value and the recipe's.
+    """
+    saved = json.loads((checkpoint / RUN_RECORD_NAME).read_text())
+    saved_fields, fields = saved["fields"], current["fields"]
+    differing = [
+        f"{name}: {saved_fields.get(name)!r} in the checkpoint, {fields.get(name)!r} now"
+        for name in sorted(set(saved_fields) | set(fields))
+        if name not in RESUMABLE_FIELDS and differs(saved_fields.get(name), fields.get(name))
+    ]
+    if saved["num_processes"] != current["num_processes"]:
+        differing.append(
+            f"number of processes: {saved['num_processes']} in the checkpoint, {current['num_processes']} now "
+            "(the global batch would change)"
+        )
+    for key in DATA_IDENTITY:  # the split sizes and counts follow from the data set and the fold fields
+        if saved["data"].get(key) != current["data"].get(key):
+            differing.append(f"data set: its {key.replace('_', ' ')} differ from the checkpoint's")
+    if differing:
+        raise RunFolderError(
+            f"cannot resume from {checkpoint}: the recipe differs in fields that change the result:\n  "
+            + "\n  ".join(differing)
+            + "\nResume with the checkpoint's values, or start a fresh run (another output_dir, or "
+            "--overwrite_output_dir true)."
+        )
+    notes = []
+    for name in ("num_train_epochs", "max_steps"):
+        if differs(saved_fields.get(name), fields.get(name)):
+            notes.append(f"{name} changed from {saved_fields.get(name)!r} to {fields.get(name)!r}")
+    return notes

@@ -1,0 +1,209 @@
+"""The model cards of a single run and of a cross-validation, rendered from the one template in the package.
+
+Hand-made inputs only: no network (tests/conftest.py sets HF_HUB_OFFLINE=1), no training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+from aduni_hf.evaluation.cv_summary import REPORTED_MODELS
+from aduni_hf.hub import render_cv_model_card, render_model_card
+from aduni_hf.hub.model_card import DATASET_BIASES, DEFAULT_TEMPLATE, MODEL_ID_PLACEHOLDER, UNKNOWN_BIAS
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ["nevus", "melanoma", "bcc"]
+CITATION = "@inproceedings{cong2022aduni,"
+RESEARCH_ONLY = "**Research use only.**"
+RECIPE = {"backbone": "resnet18 (from scratch)", "epochs, batch per device": "2, 8", "unset": None}
+
+
+def summary(accuracy: float, f1: list[float]) -> dict:
+    """One model's metrics in cv_results.json's layout (a fold, a mean or a std)."""
+    return {
+        "accuracy": accuracy,
+        "macro_f1": accuracy / 2,
+        "balanced_accuracy": accuracy / 4,
+        "f1": dict(zip(CLASSES, f1, strict=True)),
+    }
+
+
+def sub_result(selection: str, accuracy: float) -> dict:
+    return {
+        "selection": selection,
+        "class_names": CLASSES,
+        "num_folds": 5,
+        "folds": {"0": summary(accuracy, [0.5, 0.5, 0.5]), "1": summary(accuracy, [0.5, 0.5, 0.5])},
+        "mean": summary(accuracy, [0.5, 0.5, 0.5]),
+        "std": summary(0.01, [0.0, 0.0, 0.0]),
+    }
+
+
+@pytest.fixture
+def cv_results() -> dict:
+    return {
+        "title": "AdUni on ISIC 2018",
+        "method": "aduni",
+        "sampler": "none",
+        "dataset": "data/isic2018",
+        "dataset_name": "isic2018",
+        "num_folds": 2,
+        "class_names": CLASSES,
+        "selection": REPORTED_MODELS["last_epoch"][1],
+        "selection_metric": "macro_f1",
+        "recipe": {"num_train_epochs": 2},
+        "paper": {"accuracy": [0.878, 0.00436], "macro_f1": [0.751, 0.0123]},
+        "folds": {"0": summary(0.8, [0.9, 0.6, 0.3]), "1": summary(0.9, [0.95, 0.7, 0.4])},
+        "mean": summary(0.84, [0.925, 0.65, 0.35]),
+        "std": summary(0.0708, [0.0354, 0.0707, 0.0707]),
+        "best_validation": sub_result(REPORTED_MODELS["best_validation"][1].format(metric="macro_f1"), 0.83),
+        "official_test_selection": sub_result(REPORTED_MODELS["official_test_selection"][1], 0.88),
+    }
+
+
+def run_card(**overrides) -> ModelCard:
+    results = {
+        "test_accuracy": 0.81234,
+        "test_macro_f1": 0.70123,
+        "test_balanced_accuracy": 0.65,
+        "test_f1_nevus": 0.9,
+        "test_f1_melanoma": 0.5,
+        "test_f1_bcc": 0.25,
+        "test_official_selection_accuracy": 0.85,
+        "test_official_selection_macro_f1": 0.75,
+        "test_official_selection_balanced_accuracy": 0.7,
+        "test_official_selection_epoch": 4.0,
+    }
+    kwargs = {
+        "model_name": "demo-run",
+        "model_id": "someone/demo-run",
+        "dataset_name": "digits_lt",
+        "class_names": CLASSES,
+        "train_class_counts": [50, 10, 2],
+        "results": results,
+        "recipe": RECIPE,
+        "method": "aduni",
+        "method_description": "RUN METHOD DESCRIPTION.",
+        "test_fold": 1,
+        "num_folds": 5,
+        "backbone": "resnet18",
+        "projection_dim": 128,
+        "image_size": 32,
+        "dataset_key": "digits_lt",
+        "paper": {"accuracy": (0.878, 0.00436), "macro_f1": (0.751, 0.0123)},
+        **overrides,
+    }
+    return render_model_card(**kwargs)
+
+
+def metric_values(card: ModelCard) -> dict[str, float]:
+    parsed = ModelCard(str(card))  # what a reader of README.md gets back
+    return {result.metric_type: result.metric_value for result in parsed.data.eval_results}
+
+
+def test_run_card_model_index_and_content():
+    card = run_card()
+    assert metric_values(card) == {"accuracy": 0.8123, "f1": 0.7012, "balanced_accuracy": 0.65}
+    text = card.text
+    assert text.startswith("\n# demo-run\n")
+    assert "## Results on the held-out test fold" in text
+    assert "held-out fold 1 of 5" in text and "imbalance ratio 25.0" in text
+    assert "Method `aduni`:\nRUN METHOD DESCRIPTION." in text
+    assert "| final model (last epoch) | 0.8123 | 0.7012 | 0.6500 |" in text
+    assert "| chosen ON THE TEST FOLD by the released code's rule (epoch 4; optimistic) | 0.8500 |" in text
+    assert "| paper, 5-fold mean (Cong et al. 2022) | 0.878 ± 4.36e-03 | 0.751 ± 1.23e-02 | – |" in text
+    assert "| class | train images | F1 |" in text and "| bcc | 2 | 0.2500 |" in text
+    assert "| backbone | resnet18 (from scratch) |" in text and "| epochs, batch per device | 2, 8 |" in text
+    assert 'pipeline("image-classification", model="someone/demo-run", trust_remote_code=True)' in text
+    assert "subfolder=" not in text and MODEL_ID_PLACEHOLDER not in text
+    assert DATASET_BIASES["digits_lt"] in text
+
+
+def test_cv_card_model_index(cv_results):
+    card = render_cv_model_card(cv_results, method_description="CV METHOD DESCRIPTION.", recipe=RECIPE)
+    assert metric_values(card) == {"accuracy": 0.84, "f1": 0.42}
+    parsed = ModelCard(str(card)).data
+    assert "cross-validation" in parsed.tags
+    assert {r.dataset_type for r in parsed.eval_results} == {"isic2018"}
+    assert {r.dataset_split for r in parsed.eval_results} == {
+        "2-fold cross-validation (folds 0, 1), mean of the test folds"
+    }
+
+
+def test_cv_card_content(cv_results):
+    card = render_cv_model_card(
+        cv_results,
+        method_description="CV METHOD DESCRIPTION.",
+        recipe=RECIPE,
+        figures=[("per-class F1", "figures/per_class_f1.png")],
+    )
+    text = card.text
+    assert text.startswith("\n# AdUni on ISIC 2018: 2-fold cross-validation\n")
+    assert "## Results (test folds: mean ± standard deviation over folds)" in text
+    assert "Results on the held-out test fold" not in text
+    assert "Method `aduni`, sampler `none`:\nCV METHOD DESCRIPTION." in text
+    # Every reported model, as mean ± std over the folds; the one chosen on the test fold is labelled so.
+    assert (
+        "| the model after the last epoch | 0.840 ± 7.08e-02 | 0.420 ± 3.54e-02 | 0.210 ± 1.77e-02 |" in text
+    )
+    assert (
+        "| the model with the best validation macro_f1 (inner validation split) | 0.830 ± 1.00e-02 |" in text
+    )
+    official_row = next(line for line in text.splitlines() if line.startswith("| SELECTED ON THE TEST FOLD"))
+    assert "optimistic" in official_row and "| 0.880 ± 1.00e-02 |" in official_row
+    assert "reads the test fold every epoch" in text and "overstates performance" in text
+    assert "| paper, 5-fold mean (Cong et al. 2022) | 0.878 ± 4.36e-03 | 0.751 ± 1.23e-02 | – |" in text
+    # Per-class F1 as mean ± std, no training counts.
+    assert "| class | F1 |" in text and "train images" not in text
+    assert "| nevus | 0.925 ± 3.54e-02 |" in text and "| bcc | 0.350 ± 7.07e-02 |" in text
+    assert "![per-class F1](figures/per_class_f1.png)" in text
+    assert "## Training recipe (every fold)" in text
+    assert "| backbone | resnet18 (from scratch) |" in text and "| epochs, batch per device | 2, 8 |" in text
+    assert "| unset |" not in text
+    # The usage snippet loads one fold's model; without a Hub id the id is a marked placeholder.
+    assert (
+        f'AutoModelForImageClassification.from_pretrained(\n    "{MODEL_ID_PLACEHOLDER}", subfolder="fold_0", '
+        "trust_remote_code=True\n)" in text
+    )
+    assert f"Replace `{MODEL_ID_PLACEHOLDER}`" in text
+    assert DATASET_BIASES["isic2018"] in text
+    assert "Fold-to-fold spread is given beside every mean" in text
+
+
+def test_cv_card_with_model_id_and_without_optional_rows(cv_results):
+    for key in ("best_validation", "official_test_selection"):
+        del cv_results[key]
+    cv_results.update(paper=None, dataset_name="unregistered")
+    card = render_cv_model_card(cv_results, method_description="d", recipe={}, model_id="someone/aduni-cv")
+    text = card.text
+    assert '"someone/aduni-cv", subfolder="fold_0"' in text and MODEL_ID_PLACEHOLDER not in text
+    assert ModelCard(str(card)).data.model_name == "someone/aduni-cv"
+    assert "SELECTED ON THE TEST FOLD" not in text and "best validation" not in text
+    assert "paper, 5-fold mean" not in text and "reads the test fold every epoch" not in text
+    assert UNKNOWN_BIAS in text
+
+
+def test_both_cards_come_from_the_one_template(cv_results):
+    template = DEFAULT_TEMPLATE.read_text()
+    cv_card = render_cv_model_card(cv_results, method_description="d", recipe=RECIPE)
+    for card in (run_card(), cv_card):
+        text = card.text
+        for block in (CITATION, RESEARCH_ONLY, "## Intended use and limitations", "## Use"):
+            assert block in template and block in text
+        assert "{{" not in text and "{%" not in text  # every variable filled
+
+
+def test_template_path_is_honoured(tmp_path):
+    template = tmp_path / "card.md"
+    template.write_text("---\n{{ card_data }}\n---\n\n# custom {{ model_name }}\n")
+    assert run_card(template_path=template).text.strip() == "# custom demo-run"
+    with pytest.raises(FileNotFoundError):
+        run_card(template_path=tmp_path / "missing.md")
+
+
+def test_top_level_model_card_is_the_packaged_template():
+    assert (REPO / "model_card.md").read_bytes() == DEFAULT_TEMPLATE.read_bytes()
+    assert DEFAULT_TEMPLATE == REPO / "aduni_hf" / "hub" / "model_card_template.md"
