@@ -2,17 +2,21 @@
 same run on the same machine; CUDA is used when present.
 
 python scripts/benchmark.py data [--layouts aptos2019 isic2018] [--num_images 32] [--image_size 384]
-    [--workers 0 2] [--scale 1.0] [--output results.json]
+    [--workers 0 2] [--scale 1.0] [--quick] [--output results.json]
 
 `data` writes synthetic downloads in the official layouts and sizes (APTOS2019: train.csv and 3000x2000 PNGs of a
 fundus-like disc; ISIC2018 Task 3: the one-hot ground-truth CSV and 600x450 JPEGs; `--scale` shrinks them) and
-times two training views per image with the 'kaggle' augmentation, through a torch DataLoader, two ways:
+times two training views per image with the 'kaggle' augmentation, through a torch DataLoader, three ways:
     official style: per sample, decode the full-size file, then torchvision's transforms (v1 API) per view;
-    ours:           `prepare_dataset(..., image_size=384)` once, then `MultiViewDataset` over the Arrow file.
-Throughput is that of the fastest epoch after the first (workers kept alive), so worker start-up is not counted.
+    ours, loader:   `prepare_dataset(..., image_size=384)` once, then `MultiViewDataset` (PIL views in the workers);
+    ours, device:   the same files' raw uint8 pixels and each view's parameters (`PixelViewsDataset`), the views
+                    being made on the training device (the augmentation alone is timed there too).
+Throughput is that of the fastest epoch after the first (workers kept alive), so worker start-up is not counted;
+a worker's CPU time per image is measured in-process with one thread.
 
 python scripts/benchmark.py train [--image_size 384] [--batch_size 8] [--steps 4] [--warmup 2] [--repeats 2]
-    [--bf16 auto|on|off] [--chunk_sizes 4] [--compile] [--memory] [--output results.json]
+    [--bf16 auto|on|off] [--chunk_sizes 4] [--compile] [--memory] [--end_to_end [--num_images 256] [--workers 4]]
+    [--quick] [--output results.json]
 
 `train` times one training step (AduC, two views, SGD) of: a plain loop in the style of the official code (NCHW,
 float32), the same loop with our switches (channels_last; bf16 autocast where the hardware has native bf16
@@ -20,7 +24,12 @@ matrix units: CUDA with bf16, or a CPU with AMX, unless `--bf16` says otherwise)
 same switches and with its CPU default (channels_last, float32). The measurements take turns `--repeats` times
 and the fastest step is reported (the median too). Also: the step's FLOPs against the measured matmul peak of its compute type, the
 projected time of the paper's ISIC2018 run, `contrast_chunk_size`, `torch_compile`, and (`--memory`) the peak
-memory of aduni, paco and chunks.
+memory of aduni, paco and chunks. `--end_to_end` adds real prepared files (ISIC2018's layout) through the training
+data path, with the augmentation in the loader and on the device, as a share of the bare step (how much of the
+time the accelerator computes); with `--compile`, the device path compiled too.
+
+Every measurement prints a line as it ends; `--quick` measures few steps (one round) or images, for a first look in
+about two minutes on a GPU machine; every loader's workers are shut down before the process ends.
 """
 
 from __future__ import annotations
@@ -41,13 +50,22 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from aduni_hf.data import MultiViewDataset, build_augmentation, collate_views, prepare_dataset, view_major
+from aduni_hf.data import (
+    MultiViewDataset,
+    PixelViewsDataset,
+    build_augmentation,
+    collate_views,
+    prepare_dataset,
+    view_major,
+)
+from aduni_hf.data.device_augmentation import DeviceAugmentation
 from aduni_hf.data.sources import aptos2019, isic2018
 from aduni_hf.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 # The official downloads: APTOS2019 PNGs are mostly about 3000x2000 (some 2000x1500 or 4000x3000 fundus
 # photographs); every ISIC2018 Task 3 (HAM10000) JPEG is 600x450.
 OFFICIAL_SIZES = {"aptos2019": (3000, 2000), "isic2018": (600, 450)}
+KINDS = {"aptos2019": "PNG", "isic2018": "JPEG"}
 ISIC_CLASSES = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
 
 
@@ -62,6 +80,12 @@ class ThroughputResult:
     num_images: int
     images_per_second: float
     prepare_seconds: float
+    worker_ms_per_image: float | None = None  # CPU time a worker spends per image
+
+    def line(self) -> str:
+        cpu = f"{self.worker_ms_per_image:>8.2f} ms" if self.worker_ms_per_image is not None else ""
+        return (f"{self.layout:10} {self.pipeline:15} {self.stored:24} {self.num_workers:>3} workers "
+                f"{self.images_per_second:>9.1f} images/s  worker CPU per image {cpu}")  # fmt: skip
 
 
 def fundus_like(width: int, height: int, seed: int) -> Image.Image:
@@ -157,7 +181,8 @@ def loader_images_per_second(
     dataset: Dataset, num_workers: int, batch_size: int = 4, epochs: int = 3
 ) -> float:
     """Images per second of the fastest pass after the first of `epochs` passes of a DataLoader (workers kept
-    alive between passes, so their start-up is not counted; the fastest, as a shared machine only slows)."""
+    alive between passes, so their start-up is not counted; the fastest, as a shared machine only slows). The
+    workers are shut down before it returns."""
     loader = DataLoader(
         dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_views,
         persistent_workers=num_workers > 0,
@@ -166,9 +191,46 @@ def loader_images_per_second(
     for _ in range(epochs):
         start = time.perf_counter()
         for batch in loader:
-            assert batch["pixel_values"].shape[1] == 2
+            views = batch["view_parameters"] if "view_parameters" in batch else batch["pixel_values"]
+            assert views.shape[1] == 2
         rates.append(len(dataset) / (time.perf_counter() - start))
+    del loader  # its persistent workers end here, not at interpreter exit
     return max(rates[1:])
+
+
+def worker_milliseconds_per_image(dataset: Dataset, batch_size: int = 4) -> float:
+    """The CPU time one data-loader worker spends per image of `dataset` (its batches read in this process with one
+    thread, as a worker runs): process time, so a busy machine does not inflate it."""
+    keys = list(range(len(dataset)))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        start = time.process_time()
+        for first in range(0, len(keys), batch_size):
+            batch = keys[first : first + batch_size]
+            getitems = getattr(dataset, "__getitems__", None)
+            collate_views(getitems(batch) if getitems else [dataset[k] for k in batch])
+        return (time.process_time() - start) * 1000 / len(keys)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def device_augmentation_images_per_second(prepared: datasets.Dataset, image_size: int, batch_size: int = 32) -> float:
+    """Images per second (two views each) of the augmentation on the training device alone, from uint8 pixels
+    already there: the fastest of three passes over the prepared images."""
+    augmentation = DeviceAugmentation("kaggle", image_size)
+    source = PixelViewsDataset(prepared, augmentation, num_views=2)
+    batch = collate_views(source.__getitems__(list(range(min(batch_size, len(source))))))
+    pixels, parameters = batch["pixels"].to(_device()), batch["view_parameters"].to(_device())
+    augmentation.views(pixels, parameters)  # warm-up
+    best = float("inf")
+    for _ in range(3):
+        _synchronize()
+        start = time.perf_counter()
+        augmentation.views(pixels, parameters)
+        _synchronize()
+        best = min(best, time.perf_counter() - start)
+    return len(pixels) / best
 
 
 def benchmark_data(
@@ -192,41 +254,43 @@ def benchmark_data(
         prepared = work_dir / layout / "prepared"
         prepare_dataset(layout, str(raw), prepared, num_folds=2, image_size=image_size, overwrite=True)
         prepare_seconds = time.perf_counter() - start
-        ours = MultiViewDataset(
-            datasets.load_from_disk(str(prepared)), build_augmentation("kaggle", image_size), num_views=2
-        )
-        official = OfficialStyleViews(files, image_size)
-        kind = "PNG" if layout == "aptos2019" else "JPEG"
-        for workers in worker_counts:
-            for pipeline, dataset, stored, prepare in (
-                ("official style", official, f"{width}x{height} {kind}", 0.0),
-                ("ours", ours, f"{image_size}x{image_size} PNG in Arrow", prepare_seconds),
-            ):
+        loaded = datasets.load_from_disk(str(prepared))
+        pipelines = (
+            ("official style", OfficialStyleViews(files, image_size), f"{width}x{height} {KINDS[layout]}", 0.0),
+            ("ours, loader", MultiViewDataset(loaded, build_augmentation("kaggle", image_size), num_views=2),
+             f"{image_size}x{image_size} PNG in Arrow", prepare_seconds),
+            ("ours, device", PixelViewsDataset(loaded, DeviceAugmentation("kaggle", image_size), num_views=2),
+             f"{image_size}x{image_size} uint8 in Arrow", prepare_seconds),
+        )  # fmt: skip
+        for pipeline, dataset, stored, prepare in pipelines:
+            cpu_ms = worker_milliseconds_per_image(dataset)
+            for workers in worker_counts:
                 rate = loader_images_per_second(dataset, workers)
-                results.append(ThroughputResult(layout, stored, pipeline, workers, num_images, rate, prepare))
+                result = ThroughputResult(layout, stored, pipeline, workers, num_images, rate, prepare, cpu_ms)
+                print(result.line(), flush=True)
+                results.append(result)
+        rate = device_augmentation_images_per_second(loaded, image_size)
+        print(f"{layout:10} {'device augmentation alone, ' + _device().type:40} {rate:>9.1f} images/s", flush=True)
+        results.append(ThroughputResult(layout, "uint8 on the device", "device augmentation", 0, num_images, rate, 0.0))
     return results
 
 
 def run_data(args: argparse.Namespace) -> None:
-    """The `data` sub-command: run `benchmark_data` in a temporary folder and print (and save) the results."""
+    """The `data` sub-command: run `benchmark_data` in a temporary folder, printing each measurement as it comes,
+    then the speed-ups (and the JSON)."""
+    print(f"two training views per image at {args.image_size}x{args.image_size}, 'kaggle' augmentation:", flush=True)
     with tempfile.TemporaryDirectory(prefix="aduni-benchmark-") as work_dir:
-        results = benchmark_data(
-            work_dir, args.layouts, args.num_images, args.image_size, args.workers, args.scale
-        )
-    print(f"two training views per image at {args.image_size}x{args.image_size}, 'kaggle' augmentation:")
-    print(
-        f"{'data set':10} {'pipeline':15} {'stored images':24} {'workers':>7} {'images/s':>9} {'speed-up':>8}"
-    )
-    official = {
-        (r.layout, r.num_workers): r.images_per_second for r in results if r.pipeline == "official style"
-    }
-    for r in results:
-        speedup = r.images_per_second / official[r.layout, r.num_workers]
-        print(
-            f"{r.layout:10} {r.pipeline:15} {r.stored:24} {r.num_workers:>7} {r.images_per_second:>9.1f} "
-            f"{speedup:>7.2f}x"
-        )
-    prepare = {r.layout: r.prepare_seconds for r in results if r.pipeline == "ours"}
+        results = benchmark_data(work_dir, args.layouts, args.num_images, args.image_size, args.workers, args.scale)
+    loaders = [r for r in results if r.pipeline != "device augmentation"]
+    official = {(r.layout, r.num_workers): r.images_per_second for r in loaders if r.pipeline == "official style"}
+    for r in loaders:
+        print(f"{r.layout:10} {r.pipeline:15} {r.num_workers} workers: {r.images_per_second / official[r.layout, r.num_workers]:.2f}x"
+              " the official style")  # fmt: skip
+    cpu = {(r.layout, r.pipeline): r.worker_ms_per_image for r in loaders}
+    for layout in args.layouts:
+        ratio = cpu[layout, "ours, loader"] / cpu[layout, "ours, device"]
+        print(f"{layout:10} worker CPU per image: loader path / device path = {ratio:.1f}x")
+    prepare = {r.layout: r.prepare_seconds for r in loaders if r.pipeline == "ours, loader"}
     print("one-off prepare_dataset: " + ", ".join(f"{k} {v:.1f} s" for k, v in prepare.items()))
     if args.output:
         with open(args.output, "w") as handle:
@@ -424,6 +488,59 @@ def trainer_seconds(
     return [s["total"] for s in steps]
 
 
+def end_to_end_seconds(
+    prepared: Path,
+    image_size: int,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    augmentation_device: str,
+    workers: int,
+    **switches,
+) -> list[float]:
+    """Seconds between the ends of consecutive optimiser steps of `AdUniTrainer` on real prepared files, through the
+    training script's data path (the loader's PIL views, or uint8 pixels with the views made on the device): the
+    data wait is inside. The loader's workers are shut down before it returns."""
+    from transformers import TrainerCallback
+
+    from aduni_hf.methods import METHODS, LossInputs, MethodArguments
+    from aduni_hf.training import AdUniTrainer, AdUniTrainingArguments
+    from aduni_hf.training.callbacks import EpochProgressCallback
+
+    class StepEnds(TrainerCallback):
+        def __init__(self):
+            self.ends: list[float] = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            _synchronize()
+            self.ends.append(time.perf_counter())
+
+    loaded = datasets.load_from_disk(str(prepared))
+    if augmentation_device == "device":
+        on_device = DeviceAugmentation("kaggle", image_size)
+        train = PixelViewsDataset(loaded, on_device, num_views=2)
+    else:
+        on_device, train = None, MultiViewDataset(loaded, build_augmentation("kaggle", image_size), num_views=2)
+    timer = StepEnds()
+    with tempfile.TemporaryDirectory(prefix="aduni-benchmark-") as output_dir:
+        args = AdUniTrainingArguments(
+            output_dir=output_dir, per_device_train_batch_size=batch_size, max_steps=warmup + steps + 1,
+            warmup_epochs=0, logging_strategy="no", eval_strategy="no", save_strategy="no", report_to=[],
+            disable_tqdm=True, figures=False, dataloader_num_workers=workers,
+            dataloader_pin_memory=torch.cuda.is_available(), **switches,
+        )  # fmt: skip
+        model = _model(image_size)
+        loss_fn = METHODS["aduni"].stages[0].loss(LossInputs(7, CLASS_COUNTS, model, MethodArguments()))
+        trainer = AdUniTrainer(model=model, args=args, loss_fn=loss_fn, train_dataset=train,
+                               data_collator=collate_views, view_augmentation=on_device)  # fmt: skip
+        trainer.remove_callback(EpochProgressCallback)
+        trainer.add_callback(timer)
+        trainer.train()
+        del trainer  # the loader's persistent workers end here
+    ends = timer.ends[warmup:]
+    return [b - a for a, b in zip(ends, ends[1:], strict=False)]
+
+
 def _step_memory(queue, method: str, image_size: int, batch_size: int, switches: dict) -> None:
     """In a fresh process: the peak memory above the starting one during two training steps (MB). On the CPU the
     resident set sampled every 2 ms (the process's maximum RSS would also count the imports' transient peak); on
@@ -496,9 +613,10 @@ def take_turns(
     only adds time, so the fastest step is the steadiest estimate of what the step costs (as `timeit` advises);
     the median is kept as well."""
     samples: dict[str, list[float]] = {name: [] for name in measurements}
-    for _ in range(repeats):
+    for round_ in range(repeats):
         for name, measure in measurements.items():
             samples[name].extend(measure())
+            print(f"  round {round_ + 1}/{repeats} {name:28} fastest step {min(samples[name]):.4f} s", flush=True)
     return {name: min(values) for name, values in samples.items()}, {
         name: statistics.median(values) for name, values in samples.items()
     }
@@ -530,6 +648,19 @@ def run_train(args: argparse.Namespace) -> None:
         measurements["trainer_compiled"] = lambda: trainer_seconds(
             size, batch, steps, max(warmup, 1), torch_compile=True, **ours
         )
+    work_dir = tempfile.TemporaryDirectory(prefix="aduni-benchmark-")
+    if args.end_to_end:  # real prepared files, ISIC2018's layout and sizes, through the training data path
+        raw, prepared = Path(work_dir.name) / "raw", Path(work_dir.name) / "prepared"
+        write_synthetic_isic(raw, max(args.num_images, batch), *OFFICIAL_SIZES["isic2018"])
+        prepare_dataset("isic2018", str(raw), prepared, num_folds=2, image_size=size, num_workers=args.workers)
+        for where in ("loader", "device"):
+            measurements[f"end_to_end_{where}"] = lambda where=where: end_to_end_seconds(
+                prepared, size, batch, steps, warmup, where, args.workers, **ours
+            )
+        if args.compile:  # once the data keep up, what compiling the model adds end to end
+            measurements["end_to_end_device_compiled"] = lambda: end_to_end_seconds(
+                prepared, size, batch, steps, max(warmup, 1), "device", args.workers, torch_compile=True, **ours
+            )
     dtypes = (torch.float32, torch.bfloat16) if bf16 else (torch.float32,)
     peaks = {dtype: matmul_peak_flops(dtype) for dtype in dtypes}
     seconds, medians = take_turns(measurements, args.repeats)
@@ -566,6 +697,13 @@ def run_train(args: argparse.Namespace) -> None:
     results["projected_isic2018_hours"] = (
         ISIC2018_EPOCHS * ISIC2018_TRAIN_IMAGES * seconds["trainer"] / batch / 3600
     )
+    for where in ("loader", "device", "device_compiled") if args.end_to_end else ():
+        if f"end_to_end_{where}" not in seconds:
+            continue
+        name = f"end_to_end_{where}"
+        results[f"{name}_share_of_bare_step"] = seconds["hand_loop"] / seconds[name]  # the GPU busy this share
+        results[f"projected_isic2018_hours_{name}"] = ISIC2018_EPOCHS * ISIC2018_TRAIN_IMAGES * seconds[name] / batch / 3600
+    work_dir.cleanup()
     if args.memory:
         for method, chunk in [("aduni", None), ("paco", None), *(("aduni", c) for c in args.chunk_sizes)]:
             megabytes, _ = step_memory_mb(method, size, batch, contrast_chunk_size=chunk, **ours)
@@ -610,9 +748,21 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--chunk_sizes", type=int, nargs="*", default=[])
     train.add_argument("--compile", action="store_true", help="also AdUniTrainer with torch_compile")
     train.add_argument("--memory", action="store_true", help="also the peak memory of aduni, paco and chunks")
+    train.add_argument("--end_to_end", action="store_true",
+                       help="also real prepared files (ISIC2018 layout) through the training data path, both ways")  # fmt: skip
+    train.add_argument("--num_images", type=int, default=256, help="images of the end-to-end data set")
+    train.add_argument("--workers", type=int, default=4, help="data-loader workers of the end-to-end runs")
     train.add_argument("--output", default=None, help="also write the results as JSON")
     train.set_defaults(run=run_train)
+    for command in (data, train):
+        command.add_argument("--quick", action="store_true",
+                             help="few steps and images, one round: a first look in about two minutes on a GPU")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.quick:  # the sizes stay as asked: only how long each is measured shrinks
+        if args.command == "train":
+            args.steps, args.warmup, args.repeats, args.num_images = 3, 1, 1, min(args.num_images, 64)
+        else:
+            args.num_images = min(args.num_images, 16)
     args.run(args)
 
 

@@ -30,7 +30,7 @@ from .samplers import (
 from .sources import DATASETS, build_dataset
 from .transforms import AUGMENTATIONS, IMAGENET_MEAN, IMAGENET_STD, build_augmentation, eval_transform
 from .validation import DataValidationError, InvalidItem
-from .views import DrawKey, MultiViewDataset, SingleViewDataset, collate_views, view_major
+from .views import DrawKey, MultiViewDataset, PixelViewsDataset, SingleViewDataset, collate_views, view_major
 
 __all__ = [
     # build time
@@ -55,6 +55,7 @@ __all__ = [
     "IMAGENET_STD",
     "DrawKey",
     "MultiViewDataset",
+    "PixelViewsDataset",
     "SingleViewDataset",
     "collate_views",
     "view_major",

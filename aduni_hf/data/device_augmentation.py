@@ -28,7 +28,7 @@ from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from .transforms import build_augmentation
+from .transforms import build_augmentation, cpu_rng_seeded
 
 # One view's parameters, in this order. Absent operations hold their identity: no affine (angle 0, scale 1), no
 # flip (0), the colour functions in order 0..3 with a NaN factor (not applied, as torchvision's None).
@@ -88,8 +88,7 @@ class DeviceAugmentation:
         row[INDEX["scale"]] = 1.0
         row[INDEX["jitter_order_0"] : INDEX["jitter_order_3"] + 1] = torch.arange(4)
         row[INDEX["brightness"] :] = math.nan
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with cpu_rng_seeded(seed):
             for transform in self.transforms:
                 if isinstance(transform, v2.RandomAffine):
                     params = transform.make_params(self._probe)
@@ -128,6 +127,14 @@ class DeviceAugmentation:
         mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
         return images.sub_(mean).div_(std)
+
+
+    def views(self, pixels: Tensor, parameters: Tensor) -> Tensor:
+        """The training views of a batch: `pixels` (B, H, W, 3) uint8 and `parameters` (B, V, P) -> (B, V, 3, S, S),
+        computed view-major (rows v*B + i), as the model takes them, and returned as a (B, V) view of those rows."""
+        batch, views = parameters.shape[:2]
+        rows = self.apply(pixels.repeat(views, 1, 1, 1), parameters.transpose(0, 1).reshape(batch * views, -1))
+        return rows.view(views, batch, *rows.shape[1:]).transpose(0, 1)
 
 
 # ---- batched kernels ------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from typing import Any
 import datasets
 
 from .assemble import dataset_metadata
+from .pixels import add_pixel_column
 from .sources import DATASETS, build_dataset
 from .validation import write_invalid_items
 
@@ -91,7 +92,9 @@ def prepare_dataset(
     """Build data set `name` from `data_dir` and save it to `output_dir` (module docstring).
 
     `image_size=N` stores every image resized to exactly (N, N) as a lossless PNG, with the interpolation of the
-    transforms' first step, so training at image_size N sees the same pixels without decoding full-size files.
+    transforms' first step, so training at image_size N sees the same pixels without decoding full-size files,
+    and the same pixels as raw uint8 bytes (`pixels.py`), which the augmentation on the device reads without a
+    decode.
     `skip_invalid` leaves bad items out (listed in invalid_items.csv) instead of raising
     `DataValidationError`. `num_workers` processes decode the images (the result does not depend on it).
     Other `options` go to the builder (e.g. `path_column` for "csv", `medmnist_file` for "dermamnist").
@@ -109,6 +112,8 @@ def prepare_dataset(
             name, {**options, "cache_dir": str(staging_root / "images"), "num_workers": num_workers}
         )
         dataset = build_dataset(name, data_dir=data_dir, num_folds=num_folds, seed=seed, **kwargs)
+        if image_size is not None:  # raw uint8 beside the PNGs: augmentation on the device reads them as they are
+            dataset = add_pixel_column(dataset, staging_root / "pixels.arrow")
         staged = staging_root / "dataset"
         dataset.save_to_disk(str(staged))
         metadata = dataset_metadata(dataset)

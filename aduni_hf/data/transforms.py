@@ -8,7 +8,8 @@ registered with `@AUGMENTATIONS.register("name")`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -79,8 +80,20 @@ def view_seed(seed: int, epoch: int, draw: int, index: int, view: int) -> int:
     return int(state[0]) << 31 | int(state[1]) >> 1
 
 
+@contextlib.contextmanager
+def cpu_rng_seeded(seed: int) -> Iterator[None]:
+    """torch's CPU random stream seeded by `seed` inside the block, as it was outside it. Only the CPU generator
+    is touched: `torch.manual_seed` would also (lazily) reseed every GPU generator, with a traceback recorded per
+    call, a millisecond each, and the training's own GPU stream reset by every view."""
+    state = torch.get_rng_state()
+    torch.default_generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(state)
+
+
 def seeded(transform: ImageTransform, image: Image.Image, seed: int) -> torch.Tensor:
     """Apply `transform` with torch's CPU RNG seeded by `seed`, leaving the caller's RNG state untouched."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with cpu_rng_seeded(seed):
         return transform(image)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import datasets
@@ -9,6 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .images import as_rgb
+from .pixels import PixelReader
 from .transforms import ImageTransform, seeded, view_seed
 
 
@@ -57,6 +59,52 @@ class MultiViewDataset(Dataset):
         return self.dataset["label"]
 
 
+class PixelViewsDataset(Dataset):
+    """Training items for the augmentation on the training device (`DeviceAugmentation`): each image's stored uint8
+    pixels and the random parameters of its `num_views` views, drawn on the host with the seeds `MultiViewDataset`
+    gives them, (seed, epoch, draw, index, view). The views themselves are made on the device, a batch at a time.
+
+    Items are `{"pixels": (H, W, 3) uint8, "view_parameters": (V, P) float32, "labels": int}`; a batch
+    (`__getitems__`, what a DataLoader asks for) is read at once: `{"pixels": (B, H, W, 3), "view_parameters":
+    (B, V, P), "labels": (B,)}`, which `collate_views` passes through.
+    """
+
+    def __init__(self, dataset: datasets.Dataset, augmentation, num_views: int = 2, seed: int = 0):
+        if num_views < 1:
+            raise ValueError(f"num_views must be >= 1, got {num_views}")
+        self.dataset = dataset
+        self.read_pixels = PixelReader(dataset)
+        self.augmentation, self.num_views, self.seed = augmentation, num_views, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def _keys(self, keys) -> list[DrawKey]:
+        return [key if isinstance(key, tuple) else DrawKey(0, int(key), int(key)) for key in keys]
+
+    def __getitems__(self, keys) -> dict[str, torch.Tensor]:
+        keys = self._keys(keys)
+        parameters = [
+            torch.stack([self.augmentation.draw(view_seed(self.seed, *key, v)) for v in range(self.num_views)])
+            for key in keys
+        ]
+        labels = [self.labels[key.index] for key in keys]
+        return {
+            "pixels": self.read_pixels([key.index for key in keys]),
+            "view_parameters": torch.stack(parameters),
+            "labels": torch.tensor(labels, dtype=torch.long),
+        }
+
+    def __getitem__(self, key: DrawKey | int) -> dict[str, torch.Tensor | int]:
+        batch = self.__getitems__([key])
+        return {"pixels": batch["pixels"][0], "view_parameters": batch["view_parameters"][0],
+                "labels": int(batch["labels"][0])}  # fmt: skip
+
+    @functools.cached_property
+    def labels(self) -> list[int]:
+        return self.dataset["label"]
+
+
 class SingleViewDataset(Dataset):
     """One deterministic (evaluation) view per image: `{"pixel_values": (3, H, W), "labels": int}`."""
 
@@ -76,12 +124,14 @@ class SingleViewDataset(Dataset):
         return self.dataset["label"]
 
 
-def collate_views(items: list[dict[str, torch.Tensor | int]]) -> dict[str, torch.Tensor]:
-    """Stack items: pixel_values (B, V, 3, H, W) for training items, (B, 3, H, W) for evaluation items."""
-    return {
-        "pixel_values": torch.stack([item["pixel_values"] for item in items]),
-        "labels": torch.tensor([item["labels"] for item in items], dtype=torch.long),
-    }
+def collate_views(items: list[dict[str, torch.Tensor | int]] | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Stack items: pixel_values (B, V, 3, H, W) for training items, (B, 3, H, W) for evaluation items, or the
+    stored pixels and view parameters of `PixelViewsDataset` items; a batch already read as one (its
+    `__getitems__`) passes through."""
+    if isinstance(items, dict):
+        return items
+    stacked = {key: torch.stack([item[key] for item in items]) for key in items[0] if key != "labels"}
+    return {**stacked, "labels": torch.tensor([item["labels"] for item in items], dtype=torch.long)}
 
 
 def view_major(

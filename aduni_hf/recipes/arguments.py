@@ -15,6 +15,8 @@ from ..data import AUGMENTATIONS, DATASETS
 from ..methods import MethodArguments
 from ..training import AdUniTrainingArguments
 
+AUGMENTATION_DEVICES = ("auto", "loader", "device")
+
 
 def _config_field(config_field: dataclasses.Field) -> tuple[str, Any, dataclasses.Field]:
     """A recipe field mirroring one `AdUniConfig` field: same name, type, default and help."""
@@ -108,6 +110,14 @@ class DataArguments:
     imbalance_ratio: float = field(
         default=10.0, metadata={"help": "digits_lt only: majority/minority ratio."}
     )
+    augmentation_device: str = field(
+        default="auto",
+        metadata={
+            "help": "Where the training augmentation runs: loader (each view in a data-loader worker, on PIL images), "
+            "device (a batch of views at once on the training device, from pixels stored at one size), or auto: "
+            "device when training on a GPU, else loader. The random parameters are the same either way."
+        },
+    )
     resize_prepared_images: bool = field(
         default=False,
         metadata={
@@ -120,6 +130,10 @@ class DataArguments:
         if self.dataset_path is None:
             DATASETS.check(self.dataset, field="dataset")
         AUGMENTATIONS.check(self.augmentation, field="augmentation")
+        if self.augmentation_device not in AUGMENTATION_DEVICES:
+            raise ValueError(
+                f"augmentation_device must be one of {list(AUGMENTATION_DEVICES)}, got {self.augmentation_device!r}"
+            )
         if self.num_folds < 2:
             raise ValueError(f"num_folds must be >= 2, got {self.num_folds}")
         if self.test_fold < 0:

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 from typing import Any
 
+from ..data.device_augmentation import DeviceAugmentation
 from ..methods import Method, MethodArguments
 from ..training import AdUniTrainingArguments
 from .arguments import DataArguments, ModelArguments
@@ -55,6 +56,7 @@ def check_recipe(
     _check_optimizer_recipe(training_args)
     _check_method(model_args, method_args, training_args, method)
     _check_prepared_data(model_args, data_args)
+    _check_augmentation_device(model_args, data_args)
 
 
 def _check_selection(data_args: DataArguments, training_args: AdUniTrainingArguments) -> None:
@@ -148,3 +150,19 @@ def _check_prepared_data(model_args: ModelArguments, data_args: DataArguments) -
         f"{how}. Prepare the data again with --image_size {model_args.image_size}, set image_size: {prepared}, or "
         "set resize_prepared_images: true to train on the resized images"
     )
+
+
+def _check_augmentation_device(model_args: ModelArguments, data_args: DataArguments) -> None:
+    """Augmentation on the device needs a device implementation of the augmentation and images of one size."""
+    if data_args.augmentation_device != "device":
+        return
+    try:
+        DeviceAugmentation(data_args.augmentation, model_args.image_size)
+    except ValueError as err:
+        raise RecipeError(f"augmentation_device: device: {err}; set augmentation_device: loader") from err
+    if data_args.dataset_path is not None and prepared_metadata(data_args.dataset_path).get("image_size") is None:
+        raise RecipeError(
+            f"augmentation_device: device needs images stored at one size, but dataset_path="
+            f"{data_args.dataset_path!r} was prepared without --image_size. Prepare it with prepare_data.py "
+            f"--image_size {model_args.image_size}, or set augmentation_device: loader"
+        )

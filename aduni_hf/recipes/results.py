@@ -93,7 +93,7 @@ def recipe_summary(
     summary: dict[str, Any] = {
         "backbone": f"{model_args.backbone} ({weights_source(model_args)})",
         "image size": f"{model_args.image_size}x{model_args.image_size}",
-        "augmentation": data_args.augmentation,
+        "augmentation": f"{data_args.augmentation} (on the {'training device' if data_args.augmentation_device == 'device' else 'data-loader workers'})",
         "method / sampler": f"{method.name} / {method_args.sampler}",
         "epochs, batch per device": f"{args.num_train_epochs:g}, {args.per_device_train_batch_size}",
     }

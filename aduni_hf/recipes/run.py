@@ -24,7 +24,8 @@ import yaml
 from transformers import enable_full_determinism, set_seed
 
 from ..configuration_aduni import AdUniConfig
-from ..data import MultiViewDataset, build_augmentation, collate_views
+from ..data import MultiViewDataset, PixelViewsDataset, build_augmentation, collate_views
+from ..data.device_augmentation import DeviceAugmentation
 from ..evaluation import build_compute_metrics, format_results_table
 from ..hub import build_image_processor
 from ..hub.push import RUN_IGNORE_PATTERNS, push_folder
@@ -36,7 +37,7 @@ from ..utils import write_atomic
 from .arguments import MODEL_FIELDS, DataArguments, ModelArguments
 from .checks import check_recipe
 from .results import evaluate_selected_models, run_model_card, write_run_figures
-from .run_data import RunData, read_run_data
+from .run_data import RunData, read_run_data, resolve_augmentation_device
 from .run_folder import check_resume, prepare_output_dir, run_record, save_results
 from .staged_training import prepare_stage_dirs, resolve_stage, stage_dir, train_in_stages
 
@@ -72,6 +73,7 @@ def run_training(
     checkpoint = prepare_run_folder(training_args, method)
     seed_everything(training_args)
     set_cpu_threads(training_args)
+    data_args.augmentation_device = resolve_augmentation_device(data_args, training_args.device)
     data = read_run_data(data_args, model_args)
     recipe = resolved_config(model_args, data_args, method_args, training_args)
     record = run_record(recipe, data.record, num_processes=training_args.world_size)
@@ -80,7 +82,7 @@ def run_training(
             logger.warning("resuming %s: %s", checkpoint.name, note)
     write_run_config(training_args, recipe, data)
     model = build_model(model_args, method, data.class_names)
-    trainers = StageTrainers(method, model, method_args, training_args, data, record, data_args.augmentation)
+    trainers = StageTrainers(method, model, method_args, training_args, data, record, data_args)
     trainer, _ = train(trainers, checkpoint)
     results = evaluate_and_report(trainer, method, data, model_args, data_args, method_args, training_args)
     if training_args.push_to_hub:  # once, after everything is saved (a failure says so: PushError)
@@ -230,7 +232,7 @@ class StageTrainers:
     training_args: AdUniTrainingArguments
     data: RunData
     record: dict
-    augmentation: str
+    data_args: DataArguments
 
     def make(self, args: AdUniTrainingArguments, stage: Stage) -> AdUniTrainer:
         """The trainer of `stage` (resolved: its sampler chosen) with the stage's arguments `args`."""
@@ -241,12 +243,13 @@ class StageTrainers:
         if args.eval_strategy != "no" and data.val_dataset is None:  # nothing to validate on: say so, not fail late
             args = dataclasses.replace(args, eval_strategy="no")
             logger.warning("val_fraction is 0: no validation during training")
-        views = MultiViewDataset(
-            data.splits.train,
-            build_augmentation(self.augmentation, image_size),
-            num_views=stage.num_views,
-            seed=self.training_args.seed,
-        )
+        augmentation, seed, on_device = self.data_args.augmentation, self.training_args.seed, None
+        if self.data_args.augmentation_device == "device":  # uint8 batches, views made by the trainer on the device
+            on_device = DeviceAugmentation(augmentation, image_size)
+            views = PixelViewsDataset(data.splits.train, on_device, num_views=stage.num_views, seed=seed)
+        else:
+            transform = build_augmentation(augmentation, image_size)
+            views = MultiViewDataset(data.splits.train, transform, num_views=stage.num_views, seed=seed)
         return stage.trainer_class(
             model=self.model,
             # The Trainer never pushes (it would create the Hub repo before training and upload checkpoints
@@ -259,6 +262,7 @@ class StageTrainers:
             epoch_length=stage.epoch_length,
             run_dir=self.training_args.output_dir,
             test_every_epoch_dataset=data.test_dataset if args.official_test_selection else None,
+            view_augmentation=on_device,
             train_dataset=views,
             eval_dataset=data.val_dataset,
             data_collator=collate_views,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import torch
 from torch.utils.data import Dataset
 
 from ..configuration_aduni import AdUniConfig
@@ -170,3 +171,12 @@ def read_run_data(data_args: DataArguments, model_args: ModelArguments) -> RunDa
         val_dataset=SingleViewDataset(splits.val, evaluation) if len(splits.val) else None,
         test_dataset=SingleViewDataset(splits.test, evaluation),
     )
+
+
+def resolve_augmentation_device(data_args: DataArguments, device: torch.device) -> str:
+    """`augmentation_device` as the run uses it: "auto" becomes "device" when training on a GPU and the data are
+    stored at one size (prepared with --image_size, or built here), else "loader"."""
+    if data_args.augmentation_device != "auto":
+        return data_args.augmentation_device
+    sized = data_args.dataset_path is None or prepared_metadata(data_args.dataset_path).get("image_size") is not None
+    return "device" if device.type == "cuda" and sized else "loader"

@@ -107,6 +107,10 @@ RESUMABLE_FIELDS = frozenset(
 )
 
 
+# Recipe fields added after a checkpoint could have been written: the value that reproduces what a run did before
+# they existed, taken where the checkpoint's record has no such field.
+EARLIER_DEFAULTS = {"augmentation_device": "loader", "resize_prepared_images": False}
+
 # What identifies a data set wherever its folder lies (run.data_record): compared on resume.
 DATA_IDENTITY = ("class_names", "digest")
 
@@ -251,7 +255,7 @@ def check_resume(checkpoint: Path, current: dict[str, Any]) -> list[str]:
     `RunFolderError` naming every differing field, with the checkpoint's value and the recipe's.
     """
     saved = json.loads((checkpoint / RUN_RECORD_NAME).read_text())
-    saved_fields, fields = saved["fields"], current["fields"]
+    saved_fields, fields = {**EARLIER_DEFAULTS, **saved["fields"]}, current["fields"]
     differing = [
         f"{name}: {saved_fields.get(name)!r} in the checkpoint, {fields.get(name)!r} now"
         for name in sorted(set(saved_fields) | set(fields))

@@ -16,8 +16,11 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from transformers import TrainerState
 
 from ..utils import write_atomic
+from .callbacks import epoch_index
+from .checkpoints import last_checkpoint
 
 FAILURE_NAME = "training_failed.json"
 
@@ -39,13 +42,14 @@ class NonFiniteGuard:
     Args:
         run_dir: where `training_failed.json` goes.
         class_names: id -> name, for the batch's class counts in the message.
-        args: the training arguments: the device the flags live on, the processes that decide together, and fp16
-            (the gradient scaler skips overflowing steps by design, so only the loss is checked).
+        args: the training arguments: where checkpoints go (the message names the last one), the device the flags
+            live on, the processes that decide together, the epochs, and fp16 (the gradient scaler skips
+            overflowing steps by design, so only the loss is checked).
         main_process: whether this process writes the failure mark.
     """
 
     def __init__(self, run_dir: Path, class_names: Mapping[int, str], args, main_process: bool) -> None:
-        self.run_dir, self.class_names = Path(run_dir), dict(class_names)
+        self.run_dir, self.class_names, self.args = Path(run_dir), dict(class_names), args
         self.device, self.world_size = args.device, args.world_size
         self.check_gradient, self.main_process = not args.fp16, main_process
         self.loss_bad: torch.Tensor | None = None  # a non-finite loss since the last optimiser step
@@ -76,21 +80,14 @@ class NonFiniteGuard:
             return None
         return "loss" if flags[0] else "gradient"
 
-    def check(
-        self,
-        grad_norm,
-        *,
-        step: int,
-        epoch: int,
-        num_epochs: int,
-        epoch_state: Mapping[str, float],
-        checkpoint: Path | None,
-    ) -> None:
-        """Raise `NonFiniteTrainingError` before optimiser step `step` (from 1) if anything is non-finite, after
-        marking the run failed; `epoch_state` is the loss's (alpha), `checkpoint` the last one saved."""
+    def check(self, grad_norm, state: TrainerState, epoch_state: Mapping[str, float]) -> None:
+        """Raise `NonFiniteTrainingError` before the next optimiser step if anything is non-finite, after marking
+        the run failed; `epoch_state` is the loss's (alpha)."""
         what = self.found(grad_norm)
         if what is None:
             return
+        step, epoch, num_epochs = state.global_step + 1, epoch_index(state), math.ceil(self.args.num_train_epochs)
+        checkpoint = last_checkpoint(self.args.output_dir)
         loss_value = float(self.last_loss.float()) if self.last_loss is not None else math.nan
         counts = {}
         if self.batch_labels is not None:

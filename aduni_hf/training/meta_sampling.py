@@ -99,7 +99,8 @@ class MetaSamplingTrainer(AdUniTrainer):
             self._meta_keys = (epoch, keys)
         keys = self._meta_keys[1][batch * batch_size : (batch + 1) * batch_size]
         items = collate_views([self.train_dataset[key] for key in keys])
-        return items["pixel_values"][:, 0], items["labels"]
+        items = {name: value.to(self.args.device) for name, value in items.items()}
+        return self.training_views(items)[:, 0], items["labels"]
 
     # ---- the meta step ----------------------------------------------------------------------------------
     def _sgd_settings(self) -> tuple[torch.optim.SGD, dict]:
@@ -146,8 +147,8 @@ class MetaSamplingTrainer(AdUniTrainer):
         )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        pixel_values = inputs["pixel_values"]
-        if pixel_values.ndim == 5:  # a training batch (B, 1, 3, H, W)
+        pixel_values = self.training_views(inputs)
+        if pixel_values is not None:  # a training batch (B, 1, 3, H, W)
             set_frozen_modes(self.model, self.encoder_mode == "eval", self.args.freeze_bn)
             self.meta_step(pixel_values[:, 0], inputs["labels"])
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)

@@ -1,7 +1,6 @@
 """`AdUniTrainer`: the Trainer with AdUni's multi-view batches, a method's loss, its sampler and the official
-optimisation recipe. What is not a Trainer override lives beside it: the loss's epoch state and the console in
-callbacks.py, the reported models in model_selection.py, the log tallies in loss_statistics.py, the numerical
-guard in guard.py, the optimiser and schedule in optimization.py, the checkpoint files in checkpoints.py."""
+optimisation recipe. What is not a Trainer override lives beside it, in callbacks, model_selection,
+loss_statistics, guard, optimization and checkpoints."""
 
 from __future__ import annotations
 
@@ -16,6 +15,7 @@ from transformers import Trainer
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from ..data.device_augmentation import DeviceAugmentation
 from ..data.samplers import build_sampler, training_epochs
 from ..data.views import view_major
 from ..losses import LossOutput, MethodLoss
@@ -24,9 +24,8 @@ from .callbacks import (
     EpochProgressCallback,
     PersistentWorkersCallback,
     draw_as_a_new_iterator,
-    epoch_index,
 )
-from .checkpoints import begin_checkpoint, last_checkpoint, load_method_state
+from .checkpoints import begin_checkpoint, load_method_state
 from .chunked import chunked_training_step
 from .guard import NonFiniteGuard
 from .loss_statistics import LossStatistics
@@ -35,7 +34,6 @@ from .model_setup import prepare_for_training, set_frozen_modes
 from .optimization import official_optimizer, official_scheduler, steps_per_epoch
 from .training_args import AdUniTrainingArguments
 
-ENCODER_MODES = ("train", "eval")
 # where the gradients are whole on every process after backward (no sharding, no DeepSpeed engine)
 PLAIN_DISTRIBUTED_TYPES = (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU)
 
@@ -53,7 +51,7 @@ class AdUniTrainer(Trainer):
       `test_every_epoch_dataset` (the released code's rule, optimistic) the test fold is evaluated after every
       validation during training, as `test_every_epoch_*`.
     - `optimizer_recipe: official`: SGD on every parameter, the released per-epoch warm-up + cosine. Checkpoints
-      also hold `run_record` and the loss's state. A non-finite loss or gradient stops training (guard.py).
+      hold `run_record` and the loss's state. A non-finite loss or gradient stops training (guard.py).
 
     Args:
         loss_fn: the method's loss of this stage.
@@ -64,6 +62,7 @@ class AdUniTrainer(Trainer):
         epoch_length: "sampler" (default), or "dataset": the batches of an instance-balanced epoch.
         run_dir: where `training_failed.json` goes (default `args.output_dir`; a stage trains in a sub-folder).
         test_every_epoch_dataset: the test fold, for the official selection rule only.
+        view_augmentation: makes the views of stored pixels (`PixelViewsDataset` items) here, on the device.
         Everything else as `transformers.Trainer`; `args` must be `AdUniTrainingArguments`.
     """
 
@@ -80,9 +79,10 @@ class AdUniTrainer(Trainer):
         epoch_length: str = "sampler",
         run_dir: str | Path | None = None,
         test_every_epoch_dataset=None,
+        view_augmentation: DeviceAugmentation | None = None,
         **kwargs,
     ) -> None:
-        if encoder_mode not in (None, *ENCODER_MODES) or epoch_length not in ("sampler", "dataset"):
+        if encoder_mode not in (None, "train", "eval") or epoch_length not in ("sampler", "dataset"):
             raise ValueError(f"encoder_mode None/train/eval and epoch_length sampler/dataset, got {encoder_mode!r}, "
                              f"{epoch_length!r}")  # fmt: skip
         super().__init__(*args, **kwargs)
@@ -91,7 +91,7 @@ class AdUniTrainer(Trainer):
         self.check_arguments(self.args, self.model.config.image_size)
         self.loss_fn, self.sampler_name, self.run_record = loss_fn, sampler, run_record or {}
         self.encoder_mode, self.epoch_length = encoder_mode, epoch_length
-        self.test_every_epoch_dataset = test_every_epoch_dataset
+        self.test_every_epoch_dataset, self.view_augmentation = test_every_epoch_dataset, view_augmentation
         self.model = self.model_wrapped = prepare_for_training(self.model, self.args)
         self.loss_fn.to(self.args.device, memory_format=self.args.memory_format)  # a loss's own encoder alike
         run_dir, names = Path(run_dir or self.args.output_dir), self.model.config.id2label
@@ -155,9 +155,16 @@ class AdUniTrainer(Trainer):
             super().evaluate(self.test_every_epoch_dataset, ignore_keys, TEST_EVERY_EPOCH)
         return metrics
 
+    def training_views(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """(B, V, 3, H, W) views of a training batch: the loader's, or made here from stored pixels; None for an
+        evaluation batch (B, 3, H, W)."""
+        if "pixels" in inputs:
+            return self.view_augmentation.views(inputs["pixels"], inputs["view_parameters"])
+        return inputs["pixel_values"] if inputs["pixel_values"].ndim == 5 else None
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        pixel_values, labels = inputs["pixel_values"], inputs["labels"]
-        if pixel_values.ndim == 5:  # training: (B, V, 3, H, W)
+        pixel_values, labels = self.training_views(inputs), inputs["labels"]
+        if pixel_values is not None:  # training
             set_frozen_modes(self.model, self.encoder_mode == "eval", self.args.freeze_bn)
             if self.loss_fn.own_forward:
                 output = self.loss_fn.forward_views(model, pixel_values, labels)
@@ -167,12 +174,12 @@ class AdUniTrainer(Trainer):
                 output.logits = outputs.logits[: len(labels)]
             self._record(output, labels)
             return (output.loss, {"logits": output.logits}) if return_outputs else output.loss
-        pixel_values = pixel_values.contiguous(memory_format=self.args.memory_format)
+        pixel_values = inputs["pixel_values"].contiguous(memory_format=self.args.memory_format)
         outputs = model(pixel_values=pixel_values, labels=labels)  # evaluation: one view, CE as eval_loss
         return (outputs.loss, {"logits": outputs.logits}) if return_outputs else outputs.loss
 
     def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
-        if not (self.args.contrast_chunk_size and inputs["pixel_values"].ndim == 5):
+        if not self.args.contrast_chunk_size:
             return super().training_step(model, inputs, num_items_in_batch)
         model.train()  # the whole batch's loss, one chunk's activations at a time
         inputs = self._prepare_inputs(inputs)
@@ -181,7 +188,7 @@ class AdUniTrainer(Trainer):
             output = chunked_training_step(
                 model,
                 self.loss_fn,
-                inputs["pixel_values"],
+                self.training_views(inputs),
                 inputs["labels"],
                 self.args.contrast_chunk_size,
                 accelerator=self.accelerator,
@@ -212,14 +219,7 @@ class AdUniTrainer(Trainer):
             grads = [p.grad for p in model.parameters() if p.grad is not None]
             grad_norm = torch.nn.utils.get_total_norm(grads) if grads else None
         grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
-        self.guard.check(
-            grad_norm,
-            step=self.state.global_step + 1,
-            epoch=epoch_index(self.state),
-            num_epochs=math.ceil(self.args.num_train_epochs),
-            epoch_state=self.loss_fn.epoch_logs(),
-            checkpoint=last_checkpoint(self.args.output_dir),
-        )
+        self.guard.check(grad_norm, self.state, self.loss_fn.epoch_logs())
         return grad_norm
 
     def _save_checkpoint(self, model: nn.Module, trial=None) -> None:

@@ -21,14 +21,46 @@ def test_data_benchmark_times_both_pipelines_on_both_official_layouts(tmp_path, 
     results = json.loads(output.read_text())
     assert [(r["layout"], r["pipeline"], r["stored"], r["num_images"]) for r in results] == [
         ("aptos2019", "official style", "60x40 PNG", 14),
-        ("aptos2019", "ours", "16x16 PNG in Arrow", 14),
+        ("aptos2019", "ours, loader", "16x16 PNG in Arrow", 14),
+        ("aptos2019", "ours, device", "16x16 uint8 in Arrow", 14),
+        ("aptos2019", "device augmentation", "uint8 on the device", 14),
         ("isic2018", "official style", "12x9 JPEG", 14),
-        ("isic2018", "ours", "16x16 PNG in Arrow", 14),
+        ("isic2018", "ours, loader", "16x16 PNG in Arrow", 14),
+        ("isic2018", "ours, device", "16x16 uint8 in Arrow", 14),
+        ("isic2018", "device augmentation", "uint8 on the device", 14),
     ]
     assert all(r["images_per_second"] > 0 for r in results)
-    assert all((r["prepare_seconds"] > 0) == (r["pipeline"] == "ours") for r in results)
+    assert all((r["prepare_seconds"] > 0) == r["pipeline"].startswith("ours") for r in results)
+    loaders = [r for r in results if r["pipeline"] != "device augmentation"]
+    assert all(r["worker_ms_per_image"] > 0 for r in loaders)
     printed = capsys.readouterr().out
-    assert "speed-up" in printed and "one-off prepare_dataset: aptos2019" in printed
+    assert "the official style" in printed and "one-off prepare_dataset: aptos2019" in printed
+    assert "worker CPU per image: loader path / device path" in printed
+    lines = printed.splitlines()  # a line per measurement, printed as it came, before the summary
+    assert lines.index(next(line for line in lines if "ours, device" in line and "images/s" in line)) < lines.index(
+        next(line for line in lines if "worker CPU per image: loader path" in line)
+    )
+
+
+def test_a_process_with_persistent_workers_exits_within_seconds_of_finishing(tmp_path, script):
+    """The end of the benchmark is the end of its process: its loaders' persistent workers are shut down with
+    them, so nothing waits for them at interpreter exit (5 s per worker that does not answer)."""
+    import subprocess
+    import sys
+    import time
+
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import runpy, sys, time\n"
+        f"script = runpy.run_path({str(ROOT / 'scripts' / 'benchmark.py')!r})\n"
+        "script['main'](['data', '--layouts', 'isic2018', '--num_images', '14', '--scale', '0.02', '--image_size',"
+        " '16', '--workers', '2'])\n"
+        "print('finished', time.time(), flush=True)\n"
+    )
+    process = subprocess.Popen([sys.executable, str(probe)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    finished = next(float(line.split()[1]) for line in process.stdout if line.startswith("finished"))
+    process.wait(timeout=120)
+    assert time.time() - finished < 5
 
 
 def test_official_style_views_decode_the_file_and_transform_it_twice(tmp_path, script):
@@ -46,7 +78,8 @@ def test_data_benchmark_needs_two_images_per_class(tmp_path, script):
 def test_train_benchmark_reports_every_pair(tmp_path, capsys, script):
     output = tmp_path / "train.json"
     script["main"](["train", "--image_size", "32", "--batch_size", "4", "--steps", "1", "--warmup", "1",
-                       "--repeats", "1", "--bf16", "on", "--chunk_sizes", "4", "--output", str(output)])  # fmt: skip
+                       "--repeats", "1", "--bf16", "on", "--chunk_sizes", "4", "--end_to_end", "--num_images", "14",
+                       "--workers", "0", "--output", str(output)])  # fmt: skip
     results = json.loads(output.read_text())
     for name in (
         "official_style",
@@ -64,6 +97,9 @@ def test_train_benchmark_reports_every_pair(tmp_path, capsys, script):
     assert results["trainer_share_of_bfloat16_peak"] > 0
     if script["native_bf16"]():  # bf16 matrix units (AMX, a GPU): the bf16 roof is the higher one
         assert results["trainer_share_of_bfloat16_peak"] < results["trainer_share_of_float32_peak"]
+    for where in ("loader", "device"):  # real prepared files through the training data path
+        assert results[f"end_to_end_{where}_images_per_second"] > 0
+        assert results[f"end_to_end_{where}_share_of_bare_step"] > 0
     hours = 401 * 8012 / results["trainer_images_per_second"] / 3600
     assert results["projected_isic2018_hours"] == pytest.approx(hours)
     assert "training at 32x32" in capsys.readouterr().out
