@@ -36,7 +36,7 @@ def test_saved_dataset_and_metadata_survive_load(isic, tmp_path):
     result = prepare_dataset("isic2018", str(raw.root), out, num_folds=3, seed=5, image_size=24)
     loaded = datasets.load_from_disk(str(out))
     assert isinstance(loaded, datasets.Dataset)
-    assert loaded.column_names == ["image", "label", "fold", "image_id", "group"]
+    assert loaded.column_names == ["image", "label", "fold", "image_id", "group", "pixels"]  # pixels: image_size given
     assert loaded.features["label"].names == ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
     assert loaded[0]["image"].size == (24, 24)
     meta = dataset_metadata(loaded)
@@ -98,7 +98,7 @@ def test_script_end_to_end(aptos, tmp_path):
         (item,) = list(csv.DictReader(handle))
     assert item["image_id"] == raw.ids[1] and "cannot decode image" in item["reason"]
     loaded = datasets.load_from_disk(str(out))
-    assert loaded.column_names == ["image", "label", "fold", "image_id"] and len(loaded) == len(raw.ids) - 1
+    assert loaded.column_names == ["image", "label", "fold", "image_id", "pixels"] and len(loaded) == len(raw.ids) - 1
     assert {loaded[i]["image"].size for i in range(3)} == {(32, 32)}
     assert dataset_metadata(loaded)["image_size"] == 32
 

@@ -95,7 +95,8 @@ def test_unwritable_output_dir_fails_naming_it(tmp_path):
 
 def record(**changes) -> dict:
     recipe = {
-        "DataArguments": {"dataset": "digits_lt", "dataset_path": "/data/a", "test_fold": 0},
+        "DataArguments": {"dataset": "digits_lt", "dataset_path": "/data/a", "test_fold": 0,
+                          "augmentation_device": "loader"},
         "MethodArguments": {"method": "aduni", "alpha_decay": 22},
         "AdUniTrainingArguments": {"seed": 0, "per_device_train_batch_size": 64, "num_train_epochs": 30.0,
                                    "dataloader_num_workers": 0, "output_dir": "/runs/a"},
@@ -112,6 +113,15 @@ def test_resume_allows_place_workers_and_length_and_notes_the_length(tmp_path):
     same_elsewhere = record(dataset_path="/moved/a", output_dir="/runs/b", dataloader_num_workers=2)
     assert check_resume(checkpoint, same_elsewhere) == []
     assert check_resume(checkpoint, record(num_train_epochs=40.0)) == ["num_train_epochs changed from 30.0 to 40.0"]
+
+
+def test_resume_reads_a_field_added_later_as_the_value_that_reproduces_the_older_run(tmp_path):
+    older = record()
+    del older["fields"]["augmentation_device"]  # written before the field existed: its views came from the loader
+    checkpoint = make_checkpoint(tmp_path, 100, record=older)
+    assert check_resume(checkpoint, record(augmentation_device="loader")) == []
+    with pytest.raises(RunFolderError, match="augmentation_device: 'loader' in the checkpoint, 'device' now"):
+        check_resume(checkpoint, record(augmentation_device="device"))
 
 
 def test_resume_refuses_fields_that_change_the_result(tmp_path):
