@@ -12,6 +12,7 @@ and single-view torch datasets) and `samplers.py` (epoch samplers in `SAMPLERS`)
 """
 
 from .assemble import dataset_metadata
+from .fingerprint import dataset_content_fingerprint
 from .folds import FoldSplits, assign_folds, inner_validation_split, split_by_fold
 from .images import as_rgb, resize_like_transform
 from .prepare import PreparedDataset, prepare_dataset
@@ -37,6 +38,7 @@ __all__ = [
     "DATASETS",
     "build_dataset",
     "dataset_metadata",
+    "dataset_content_fingerprint",
     "prepare_dataset",
     "PreparedDataset",
     "DataValidationError",

@@ -10,9 +10,9 @@ one layout, in this order:
 3. empty classes: no usable image at all, or a class without one, is an error even with skip_invalid,
    because the label set of a data set is fixed;
 4. folds: `assign_folds`, grouped when the items carry groups;
-5. metadata: the fold assignment, its seed, the class counts (overall and per fold), `image_size` and the
-   left-out items, stored as JSON in `dataset.info.description` (which `save_to_disk` keeps; read it back
-   with `dataset_metadata`).
+5. metadata: the fold assignment, its seed, the class counts (overall and per fold), `image_size`, the
+   content fingerprint of the images (`fingerprint.py`) and the left-out items, stored as JSON in
+   `dataset.info.description` (which `save_to_disk` keeps; read it back with `dataset_metadata`).
 
 Bad items follow the rule of `validation.py`: raise by default, leave out and report with skip_invalid.
 """
@@ -28,6 +28,7 @@ from typing import Any
 import datasets
 import numpy as np
 
+from .fingerprint import FINGERPRINT_KEY, content_fingerprint
 from .folds import assign_folds
 from .images import ImageSource, StoredImage, prepare_images
 from .validation import DataValidationError, InvalidItems, Location
@@ -121,6 +122,7 @@ def assemble_dataset(
             np.bincount(labels[folds == f], minlength=len(class_names)).tolist() for f in range(num_folds)
         ],
         "image_size": image_size,
+        FINGERPRINT_KEY: content_fingerprint(images),
         "invalid_items": invalid.as_records(),
         **(extra_metadata or {}),
     }

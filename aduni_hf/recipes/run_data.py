@@ -20,6 +20,7 @@ from ..data import (
     FoldSplits,
     SingleViewDataset,
     build_dataset,
+    dataset_content_fingerprint,
     dataset_metadata,
     eval_transform,
     split_by_fold,
@@ -113,8 +114,9 @@ def check_data(dataset: datasets.Dataset, data_args: DataArguments, model_args: 
 
 
 def data_record(dataset: datasets.Dataset, splits: FoldSplits) -> dict[str, Any]:
-    """What identifies the data a run trains on, wherever the folder lies: classes, split sizes and counts, and a
-    digest of every image's id, label and fold."""
+    """What identifies the data a run trains on, wherever the folder lies: classes, split sizes and counts, a
+    digest of every image's id, label and fold, and the content fingerprint of the images (`aduni_hf.data.
+    fingerprint`: other pixels under the same file names change it)."""
     digest = hashlib.sha256()
     for column in ("image_id", "label", "fold"):
         if column in dataset.column_names:
@@ -124,6 +126,7 @@ def data_record(dataset: datasets.Dataset, splits: FoldSplits) -> dict[str, Any]
         "train_class_counts": splits.class_counts("train"),
         "num_images": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
         "digest": digest.hexdigest(),
+        "content_fingerprint": dataset_content_fingerprint(dataset, dataset_metadata(dataset)),
     }
 
 

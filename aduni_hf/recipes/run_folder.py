@@ -111,8 +111,14 @@ RESUMABLE_FIELDS = frozenset(
 # they existed, taken where the checkpoint's record has no such field.
 EARLIER_DEFAULTS = {"augmentation_device": "loader", "resize_prepared_images": False}
 
-# What identifies a data set wherever its folder lies (run.data_record): compared on resume.
-DATA_IDENTITY = ("class_names", "digest")
+# What identifies a data set wherever its folder lies (run_data.data_record), compared on resume, and what a
+# difference means. A key that a checkpoint does not record (written before it was) is not compared, and noted.
+DATA_IDENTITY = {
+    "class_names": "its class names differ from the checkpoint's",
+    "digest": "its digest differs from the checkpoint's (image ids, labels or folds)",
+    "content_fingerprint": "the content of its images differs from the checkpoint's (other images under the same "
+    "file names, or prepared again from other files)",
+}
 
 
 def remove_interrupted_checkpoints(folder: Path) -> None:
@@ -266,15 +272,19 @@ def check_resume(checkpoint: Path, current: dict[str, Any]) -> list[str]:
             f"number of processes: {saved['num_processes']} in the checkpoint, {current['num_processes']} now "
             "(the global batch would change)"
         )
-    for key in DATA_IDENTITY:  # the split sizes and counts follow from the data set and the fold fields
-        if saved["data"].get(key) != current["data"].get(key):
-            differing.append(f"data set: its {key.replace('_', ' ')} differ from the checkpoint's")
+    for key, what in DATA_IDENTITY.items():  # the split sizes and counts follow from the data set and the folds
+        if key in saved["data"] and saved["data"][key] != current["data"].get(key):
+            differing.append(f"data set: {what}")
     if differing:
         raise RunFolderError(
             f"cannot resume from {checkpoint}: the recipe differs in fields that change the result:\n  "
             + "\n  ".join(differing)
             + "\nResume with the checkpoint's values, or start a fresh run (another output_dir, or "
             "--overwrite_output_dir true)."
+        )
+    for key in DATA_IDENTITY.keys() - saved["data"].keys():
+        logger.warning(
+            "%s records no %s of the data set (written before it was recorded): not compared", checkpoint, key
         )
     notes = []
     for name in ("num_train_epochs", "max_steps"):
