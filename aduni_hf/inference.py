@@ -4,6 +4,12 @@ Images are read one by one with PIL (any format PIL opens, converted to RGB), ba
 image processor and model, and written as one CSV row per input file: the predicted class, its probability and
 every class's probability. A file that cannot be read as an image gets a row with the reason in `error`, is
 reported, and the rest go on.
+
+- A model whose weights or buffers are not finite (a training that diverged: a BatchNorm running variance of inf
+  zeroes every feature and still gives finite, meaningless logits), or whose logits are not finite, is refused with
+  `NonFiniteModelError` before anything is written.
+- Paths are written as the OS gives them (`utils.write_atomic`): a file name that is not UTF-8 keeps its own bytes
+  in the CSV; open it with `errors="surrogateescape"` to read those paths back exactly.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +31,55 @@ from .image_utils import as_rgb
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+NON_FINITE_ADVICE = (
+    "its predictions would be meaningless. Predict with an earlier checkpoint whose weights are finite, or train "
+    "again (e.g. with a lower learning rate); nothing was written"
+)
+
+
+class NonFiniteModelError(ValueError):
+    """The model's weights, buffers or logits hold NaN or inf: refused rather than written as predictions (NaN
+    probabilities, every argmax class 0)."""
+
+
+def printable(path: str | Path) -> str:
+    """`path` in a form any console and message can show: the bytes of a file name that is not UTF-8 as `\\xff`
+    escapes (the path itself is kept as it is wherever it is used as a path)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def non_finite_tensors(model: torch.nn.Module) -> list[str]:
+    """'name (k of n values)' for each floating-point parameter or buffer holding NaN or inf."""
+    found = []
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                found.append(f"{name} ({bad} of {tensor.numel()} values)")
+    return found
+
+
+def check_finite_weights(model: torch.nn.Module, source: str) -> None:
+    """Raise `NonFiniteModelError` naming `source` and every non-finite parameter or buffer of `model`."""
+    found = non_finite_tensors(model)
+    if found:
+        shown = "; ".join(found[:5]) + (f"; and {len(found) - 5} more tensors" if len(found) > 5 else "")
+        raise NonFiniteModelError(
+            f"{printable(source)}: the model's weights are not finite (NaN or inf in {shown}): {NON_FINITE_ADVICE}."
+        )
+
+
+def check_finite_logits(logits: torch.Tensor, paths: Sequence[Path], source: str) -> None:
+    """Raise `NonFiniteModelError` naming `source` and the images whose logits hold NaN or inf (finite weights
+    that are too large overflow)."""
+    finite = torch.isfinite(logits).all(dim=1).tolist()
+    bad = [printable(path) for path, ok in zip(paths, finite, strict=True) if not ok]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise NonFiniteModelError(
+            f"{printable(source)}: the logits are not finite (NaN or inf) for {shown}, although the weights are: "
+            f"they are too large; {NON_FINITE_ADVICE}."
+        )
 
 
 def image_paths(inputs: Sequence[str | Path]) -> list[Path]:
@@ -57,7 +113,8 @@ class Prediction:
 def predict_images(
     model, processor, paths: Iterable[Path], batch_size: int = 32, device: str | torch.device = "cpu"
 ) -> Iterator[Prediction]:
-    """Yield one `Prediction` per path, in order: class probabilities (softmax of the logits) or the read error."""
+    """Yield one `Prediction` per path, in order: class probabilities (softmax of the logits) or the read error.
+    Raises `NonFiniteModelError` on a batch whose logits are not finite."""
     model.eval()
     batch: list[tuple[Path, Image.Image]] = []
 
@@ -65,6 +122,9 @@ def predict_images(
         pixel_values = processor(images=[image for _, image in items], return_tensors="pt")["pixel_values"]
         with torch.inference_mode():
             logits = model(pixel_values=pixel_values.to(device)).logits
+        check_finite_logits(
+            logits, [path for path, _ in items], getattr(model, "name_or_path", "") or "the model"
+        )
         probabilities = torch.softmax(logits.float(), dim=1).cpu().tolist()
         return [Prediction(path, p) for (path, _), p in zip(items, probabilities, strict=True)]
 
@@ -104,12 +164,15 @@ def predictions_csv(predictions: Sequence[Prediction], class_names: Sequence[str
 
 def load_classifier(model: str, device: str | torch.device):
     """The model and image processor of a saved folder or Hub id (`import aduni_hf` registered the classes, so no
-    remote code runs). Returns (model on `device`, processor, class names in label order)."""
+    remote code runs). Returns (model on `device`, processor, class names in label order). Raises
+    `NonFiniteModelError` when a weight or buffer is not finite."""
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     import aduni_hf  # noqa: F401  (registers AdUni with the Auto classes)
 
-    classifier = AutoModelForImageClassification.from_pretrained(model).to(device)
+    classifier = AutoModelForImageClassification.from_pretrained(model)
+    check_finite_weights(classifier, model)
+    classifier = classifier.to(device)
     processor = AutoImageProcessor.from_pretrained(model)
     names = [classifier.config.id2label[i] for i in range(classifier.config.num_labels)]
     return classifier, processor, names

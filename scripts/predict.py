@@ -5,12 +5,16 @@ python scripts/predict.py --model DIR_OR_HUB_ID --images PATH [PATH ...] --outpu
 PATH is an image file or a folder (searched recursively for image files). One CSV row per file: the predicted
 class, its probability and every class's probability; an unreadable file gets its error in the `error` column and
 is reported, and the others go on. Runs on the GPU when there is one (--device to choose).
+
+A model whose weights or outputs are not finite (a diverged training) is refused, and nothing is written. A file
+name that is not UTF-8 is written with its own bytes (read the CSV with errors="surrogateescape") and printed with
+\\x escapes.
 """
 
 import argparse
 import sys
 
-from aduni_hf.inference import predict_to_csv
+from aduni_hf.inference import NonFiniteModelError, predict_to_csv, printable
 
 
 def main() -> None:
@@ -25,12 +29,14 @@ def main() -> None:
         parser.error("--batch_size must be >= 1")
     try:
         predictions = predict_to_csv(args.model, args.images, args.output, args.batch_size, args.device)
-    except (FileNotFoundError, OSError) as err:
+    except (FileNotFoundError, OSError, NonFiniteModelError) as err:
         sys.exit(f"error: {err}")
     failed = [p for p in predictions if p.error]
     for item in failed:
-        print(f"unreadable: {item.path}: {item.error}", file=sys.stderr)
-    print(f"{len(predictions) - len(failed)} images predicted, {len(failed)} unreadable -> {args.output}")
+        print(f"unreadable: {printable(item.path)}: {item.error}", file=sys.stderr)
+    print(
+        f"{len(predictions) - len(failed)} images predicted, {len(failed)} unreadable -> {printable(args.output)}"
+    )
 
 
 if __name__ == "__main__":
