@@ -32,9 +32,14 @@ def _save(figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    figure.savefig(staging, dpi=DPI, bbox_inches="tight")
-    plt.close(figure)
-    os.replace(staging, path)
+    try:
+        figure.savefig(staging, dpi=DPI, bbox_inches="tight")
+        os.replace(staging, path)
+    except BaseException:  # a full disk, an interrupt: no half-written staging file stays behind
+        staging.unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(figure)
     return path
 
 

@@ -3,6 +3,7 @@ and the model card (rendered from the template shipped in the package, `aduni_hf
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from .staged_training import describe_stage, resolve_stage
 # The reported models besides the last epoch's: (selection name, metric prefix in test_results.json).
 SELECTED_MODELS = ((VALIDATION_SELECTION, "test_best_val"), (OFFICIAL_SELECTION, "test_official_selection"))
 FIGURES_DIR = "figures"
+
+logger = logging.getLogger(__name__)
 
 
 def evaluate_selected_models(trainer: AdUniTrainer, test_dataset) -> dict[str, float]:
@@ -59,9 +62,12 @@ def write_run_figures(trainer: AdUniTrainer, data: RunData, output_dir: Path) ->
     written = [
         ("Confusion matrix on the test fold (final model)", confusion_matrix_figure(
             labels, predictions.predictions.argmax(axis=1), names, folder / "confusion_matrix.png")),
-        ("Learning rate and alpha over training", schedule_figure(history, folder / "schedules.png")),
     ]  # fmt: skip
-    if any(key.startswith("class_loss_") for entry in history for key in entry):
+    if has_logged(trainer, "learning_rate", "schedules.png"):
+        written.append(
+            ("Learning rate and alpha over training", schedule_figure(history, folder / "schedules.png"))
+        )
+    if has_logged(trainer, "class_loss_", "class_loss.png"):
         written.append(
             ("Per-class training loss (Fig. 2 of the paper)",
              class_loss_figure(history, names, data.train_counts, folder / "class_loss.png"))
@@ -74,6 +80,22 @@ def write_run_figures(trainer: AdUniTrainer, data: RunData, output_dir: Path) ->
          tsne_figure(features.numpy(), feature_labels.numpy(), names, folder / "tsne_test_features.png"))
     )  # fmt: skip
     return [(caption, str(path.relative_to(output_dir))) for caption, path in written]
+
+
+def has_logged(trainer: AdUniTrainer, prefix: str, figure: str) -> bool:
+    """Whether the log history has an entry starting with `prefix` to draw `figure` from; if not, the figure is
+    skipped with a note saying why. A run that ends before its first training log (max_steps below logging_steps)
+    has trained and saved its model: it is not failed for a figure."""
+    if any(key.startswith(prefix) for entry in trainer.state.log_history for key in entry):
+        return True
+    strategy = getattr(trainer.args.logging_strategy, "value", trainer.args.logging_strategy)
+    logger.warning(
+        "figure %s skipped: the log history has no %s entries (training ended at optimiser step %d, before its "
+        "first training log; logging_strategy=%s, logging_steps=%s). Log more often to have it drawn.",
+        figure, prefix.rstrip("_") + ("_<class>" if prefix.endswith("_") else ""), trainer.state.global_step,
+        strategy, trainer.args.logging_steps,
+    )  # fmt: skip
+    return False
 
 
 def weights_source(model_args: ModelArguments) -> str:
