@@ -41,6 +41,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     group.add_argument(
         "--group_column", default=None, help="csv: group column, e.g. patient id (grouped folds)"
     )
+    group.add_argument(
+        "--class_names",
+        default=None,
+        help="csv, imagefolder: the classes, comma-separated (default: every distinct label or sub-folder; a label "
+        "that looks like a misspelling of another is then refused); any other label is an invalid item",
+    )
     group.add_argument("--lesion_groupings", default=None, help="isic2018: lesion groupings CSV elsewhere")
     group.add_argument("--medmnist_file", default=None, help="dermamnist/retinamnist: the .npz in data_dir")
     group.add_argument("--imbalance_ratio", type=float, default=None, help="digits_lt: max/min class count")
@@ -56,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         "label_column",
         "id_column",
         "group_column",
+        "class_names",
         "lesion_groupings",
         "medmnist_file",
         "imbalance_ratio",
@@ -77,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     except (DataValidationError, FileExistsError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"saved {result.num_images} images to {result.output_dir} (class counts {result.class_counts})")
+    classes = ", ".join(f"{name} {count}" for name, count in zip(result.class_names, result.class_counts, strict=True))
+    print(f"saved {result.num_images} images to {result.output_dir}; images per class: {classes}")
     if result.invalid_items:
         print(
             f"left out {len(result.invalid_items)} invalid item(s), listed in {result.output_dir}/invalid_items.csv:"

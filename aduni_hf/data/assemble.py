@@ -4,11 +4,12 @@ A reader (`aduni_hf.data.sources`) turns a raw layout into `RawItem`s, recording
 and files it cannot use, and hands both to `assemble_dataset`, which runs every check that is not specific to
 one layout, in this order:
 
-1. duplicate image ids: every item after the first with an id is bad. The reader's problems and these are
-   reported together, before any image is decoded;
+1. duplicate image ids: every item after the first with an id is bad; so is an id or image path that is not
+   UTF-8 (a file named in another encoding). The reader's problems and these are reported together, before any
+   image is decoded;
 2. images: each is decoded (or encoded) once by `prepare_images`; missing and unreadable files are bad;
-3. empty classes: no usable image at all, or a class without one, is an error even with skip_invalid,
-   because the label set of a data set is fixed;
+3. classes: no usable image at all, a class without one, or a single class is an error even with
+   skip_invalid, because the label set of a data set is fixed;
 4. folds: `assign_folds`, grouped when the items carry groups;
 5. metadata: the fold assignment, its seed, the class counts (overall and per fold), `image_size`, the
    content fingerprint of the images (`fingerprint.py`) and the left-out items, stored as JSON in
@@ -31,7 +32,7 @@ import numpy as np
 from .fingerprint import FINGERPRINT_KEY, content_fingerprint
 from .folds import assign_folds
 from .images import ImageSource, StoredImage, prepare_images
-from .validation import DataValidationError, InvalidItems, Location
+from .validation import NOT_UTF8_NAME, DataValidationError, InvalidItems, Location, is_utf8
 
 
 @dataclass(frozen=True)
@@ -75,19 +76,13 @@ def assemble_dataset(
     """
     if invalid is None:
         invalid = InvalidItems(skip_invalid=False, source=source)
-    unique = drop_duplicate_ids(items, id_name, invalid)
+    unique = drop_unencodable_names(drop_duplicate_ids(items, id_name, invalid), invalid)
     invalid.check("reading the layout")
     kept, images = decode_images(unique, invalid, image_size, cache_dir, num_workers)
     invalid.check("decoding images")
 
-    left_out = f" ({len(invalid)} invalid item(s) were left out)" if len(invalid) else ""
-    if not kept:
-        raise DataValidationError(f"{source}: no usable images{left_out}")
     labels = np.asarray([item.label for item in kept], dtype=np.int64)
-    counts = np.bincount(labels, minlength=len(class_names))
-    empty = [name for name, count in zip(class_names, counts, strict=True) if count == 0]
-    if empty:
-        raise DataValidationError(f"{source}: class(es) {empty} have no usable images{left_out}")
+    counts = check_classes(labels, class_names, source, len(invalid))
     grouped = all(item.group is not None for item in kept)
     groups = [str(item.group) for item in kept] if grouped else None
     try:
@@ -130,6 +125,24 @@ def assemble_dataset(
     return datasets.Dataset.from_dict(columns, features=info.features, info=info)
 
 
+def check_classes(labels: np.ndarray, class_names: Sequence[str], source: str, num_invalid: int) -> np.ndarray:
+    """The image count of every class; no image at all, a class without one, or fewer than two classes is a
+    `DataValidationError` (a classifier of one class is right on every image, and its accuracy 1.0 means nothing)."""
+    left_out = f" ({num_invalid} invalid item(s) were left out)" if num_invalid else ""
+    if not len(labels):
+        raise DataValidationError(f"{source}: no usable images{left_out}")
+    counts = np.bincount(labels, minlength=len(class_names))
+    empty = [name for name, count in zip(class_names, counts, strict=True) if count == 0]
+    if empty:
+        raise DataValidationError(f"{source}: class(es) {empty} have no usable images{left_out}")
+    if len(class_names) < 2:
+        raise DataValidationError(
+            f"{source}: every image is of one class, {class_names[0]!r} ({len(labels)} images){left_out}; a "
+            "classifier needs at least two classes. Check the labels (or the class sub-folders) it was read from."
+        )
+    return counts
+
+
 def drop_duplicate_ids(items: Sequence[RawItem], id_name: str, invalid: InvalidItems) -> list[RawItem]:
     """`items` without the repeats of an image id; each repeat is recorded, naming where the id came first
     ("first on line 2" within the same CSV)."""
@@ -143,6 +156,19 @@ def drop_duplicate_ids(items: Sequence[RawItem], id_name: str, invalid: InvalidI
         where = f"on line {earlier.line}" if same_file else f"at {earlier}"
         invalid.add(item.image_id, item.location, f"duplicate {id_name} (first {where})")
     return list(first.values())
+
+
+def drop_unencodable_names(items: Sequence[RawItem], invalid: InvalidItems) -> list[RawItem]:
+    """`items` without those whose id or image path is not UTF-8 (a file named in another encoding): Arrow stores
+    both as UTF-8 text, so each is recorded, named with `\\x` escapes, instead of failing in `datasets`."""
+    kept = []
+    for item in items:
+        path = str(item.image) if isinstance(item.image, Path) else ""
+        if is_utf8(item.image_id) and is_utf8(path):
+            kept.append(item)
+        else:
+            invalid.add(item.image_id, path or item.location, NOT_UTF8_NAME)
+    return kept
 
 
 def decode_images(

@@ -36,7 +36,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from ..image_utils import as_rgb
-from .validation import InvalidItems, Location
+from .validation import NOT_UTF8_NAME, InvalidItems, Location, is_utf8
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm"})
 # Below this many images a process pool costs more than it saves.
@@ -76,7 +76,7 @@ def match_image_files(
 
     The file is `folder/<image_id>.*`, else `folder/<image_id><suffix>` (reported as missing when it is
     decoded). Records ids with several files, and image files whose name is neither in `all_ids` (the ids of
-    every row, valid or not) nor already reported as invalid.
+    every row, valid or not) nor already reported as invalid (a name that is not UTF-8 as such).
     """
     files = images_by_stem(folder)
     paths: dict[str, Path] = {}
@@ -92,7 +92,8 @@ def match_image_files(
     for stem, candidates in files.items():
         if stem not in all_ids and stem not in reported:
             for path in candidates:
-                invalid.add(stem, str(path), f"image file has no row in {declared_in}")
+                reason = f"image file has no row in {declared_in}" if is_utf8(stem) else NOT_UTF8_NAME
+                invalid.add(stem, str(path), reason)
     return paths
 
 

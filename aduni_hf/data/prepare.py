@@ -38,12 +38,13 @@ PREPARE_CONFIG_FILE = "prepare_config.json"
 
 @dataclass(frozen=True)
 class PreparedDataset:
-    """What `prepare_dataset` wrote: where, how many images, and the left-out items."""
+    """What `prepare_dataset` wrote: where, how many images (and of each class), the left-out items, the classes."""
 
     output_dir: Path
     num_images: int
     class_counts: list[int]
     invalid_items: list[dict[str, str]]
+    class_names: list[str]
 
 
 def check_output_dir(output_dir: Path, data_dir: str | None, overwrite: bool) -> None:
@@ -143,7 +144,9 @@ def prepare_dataset(
     finally:
         shutil.rmtree(staging_root, ignore_errors=True)
     logger.info("saved %d images of %s to %s", config["num_images"], name, output_dir)
-    return PreparedDataset(output_dir, config["num_images"], metadata["class_counts"], invalid_items)
+    return PreparedDataset(
+        output_dir, config["num_images"], metadata["class_counts"], invalid_items, metadata["class_names"]
+    )
 
 
 def _swap_into_place(staged: Path, output_dir: Path, staging_root: Path) -> None:

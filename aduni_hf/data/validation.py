@@ -23,6 +23,34 @@ logger = logging.getLogger(__name__)
 MAX_LISTED = 20
 
 
+# The reason given for a file whose name the OS decoded with surrogate escapes (bytes that are not UTF-8).
+NOT_UTF8_NAME = (
+    "file name is not valid UTF-8 (shown with \\x escapes), and a data set stores names as UTF-8 text; rename it, "
+    "e.g. with convmv -f latin1 -t utf-8 --notest"
+)
+
+
+def is_utf8(text: str) -> bool:
+    """Whether `text` encodes as UTF-8: False for a name holding bytes the OS could not decode (surrogate escapes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(text: str) -> str:
+    """`text` with every undecodable byte of a file name shown as `\\xNN`, so it can be printed, logged and written
+    to a UTF-8 file (`os.fsdecode` keeps such bytes as surrogate escapes, which none of these accept)."""
+    if is_utf8(text):
+        return text
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 class DataValidationError(ValueError):
     """Raw data that cannot be turned into a data set as it is: names the file (and CSV line) and the problem."""
 
@@ -61,7 +89,10 @@ class InvalidItems:
         self._checked = 0
 
     def add(self, image_id: str, location: Location | str, reason: str) -> None:
-        self.items.append(InvalidItem(image_id=image_id, location=str(location), reason=reason))
+        """Record a bad item; a file name that is not UTF-8 is kept with `\\x` escapes (`printable`)."""
+        self.items.append(
+            InvalidItem(image_id=printable(image_id), location=printable(str(location)), reason=printable(reason))
+        )
 
     def __len__(self) -> int:
         return len(self.items)

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from ..configuration_aduni import AdUniConfig
 from ..data import (
     DATASETS,
+    DataValidationError,
     FoldSplits,
     SingleViewDataset,
     build_dataset,
@@ -82,13 +83,16 @@ def load_data(data_args: DataArguments) -> datasets.Dataset:
     options: dict[str, Any] = {}
     if data_args.dataset == "digits_lt":
         options["imbalance_ratio"] = data_args.imbalance_ratio
-    return build_dataset(
-        data_args.dataset,
-        data_dir=data_args.data_dir,
-        num_folds=data_args.num_folds,
-        seed=data_args.fold_seed,
-        **options,
-    )
+    try:
+        return build_dataset(
+            data_args.dataset,
+            data_dir=data_args.data_dir,
+            num_folds=data_args.num_folds,
+            seed=data_args.fold_seed,
+            **options,
+        )
+    except DataValidationError as error:  # the raw data of `dataset`: the message names the file and row
+        raise RecipeError(f"dataset={data_args.dataset!r}, data_dir={data_args.data_dir!r}: {error}") from error
 
 
 def check_data(dataset: datasets.Dataset, data_args: DataArguments, model_args: ModelArguments) -> list[str]:
@@ -101,6 +105,12 @@ def check_data(dataset: datasets.Dataset, data_args: DataArguments, model_args: 
             f"test_fold={data_args.test_fold} does not exist in {source}: its folds are 0..{num_folds - 1}"
         )
     class_names = list(dataset.features["label"].names)
+    if len(class_names) < 2:
+        raise RecipeError(
+            f"{source} has {'one class, ' + repr(class_names[0]) if class_names else 'no classes'}; a classifier "
+            "needs at least two (trained on one, it is right on every test image and reports accuracy 1.0). "
+            f"Train on a data set with two or more classes; {_how_to_prepare(source)}"
+        )
     if model_args.model_name_or_path is not None:
         saved = AdUniConfig.from_pretrained(model_args.model_name_or_path)
         model_labels = [saved.id2label[i] for i in sorted(saved.id2label)]
@@ -130,6 +140,33 @@ def data_record(dataset: datasets.Dataset, splits: FoldSplits) -> dict[str, Any]
     }
 
 
+def split_fold(dataset: datasets.Dataset, data_args: DataArguments) -> FoldSplits:
+    """`split_by_fold` for the recipe, refusing (before any image is decoded) a validation split that cannot be
+    made, and a training split of fewer than two classes; classes without a validation image are logged."""
+    source = data_args.dataset_path or data_args.dataset
+    try:
+        splits = split_by_fold(dataset, data_args.test_fold, data_args.val_fraction, seed=data_args.fold_seed)
+    except ValueError as error:
+        raise RecipeError(f"{source}, test_fold={data_args.test_fold}: {error}") from error
+    present = [name for name, count in zip(splits.class_names, splits.class_counts("train"), strict=True) if count]
+    if len(present) < 2:
+        raise RecipeError(
+            f"{source}, test_fold={data_args.test_fold}: the training split holds images of {present or 'no class'} "
+            "only; a classifier needs at least two classes to train on. Prepare a data set with more images per class."
+        )
+    if len(splits.val):
+        unseen = [name for name, count in zip(splits.class_names, splits.class_counts("val"), strict=True) if not count]
+        if unseen:
+            logger.warning(
+                "the validation split (val_fraction=%s) has no image of %s: a class gets one when the training folds "
+                "hold about %d of its images. Their validation F1 is 0, and counts in the validation macro-F1.",
+                data_args.val_fraction,
+                unseen,
+                round(1 / data_args.val_fraction),
+            )
+    return splits
+
+
 @dataclass
 class RunData:
     """The data of one run, read once.
@@ -155,7 +192,7 @@ def read_run_data(data_args: DataArguments, model_args: ModelArguments) -> RunDa
     """Load the data set, check it against the recipe, split the fold and build the evaluation views."""
     dataset = load_data(data_args)
     class_names = check_data(dataset, data_args, model_args)
-    splits = split_by_fold(dataset, data_args.test_fold, data_args.val_fraction, seed=data_args.fold_seed)
+    splits = split_fold(dataset, data_args)
     train_counts = splits.class_counts("train")
     logger.info(
         "train %s images, val %s, test %s; train class counts %s",
