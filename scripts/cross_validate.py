@@ -15,7 +15,7 @@ from aduni_hf.recipes import (
     parse_recipe,
     run_cross_validation,
 )
-from aduni_hf.training import NonFiniteTrainingError
+from aduni_hf.training import CheckpointWriteError, NonFiniteTrainingError
 
 
 def main() -> None:
@@ -27,7 +27,7 @@ def main() -> None:
         except ValueError as err:
             raise RecipeError(str(err)) from err
         run_cross_validation(model_args, data_args, method_args, training_args, folds)
-    except (RecipeError, NonFiniteTrainingError, PushError) as err:
+    except (RecipeError, NonFiniteTrainingError, CheckpointWriteError, PushError) as err:
         sys.exit(f"error: {err}")
 
 

@@ -8,14 +8,14 @@ import sys
 
 from aduni_hf.hub.push import PushError
 from aduni_hf.recipes import ARGUMENT_CLASSES, RecipeError, parse_recipe, run_training
-from aduni_hf.training import NonFiniteTrainingError
+from aduni_hf.training import CheckpointWriteError, NonFiniteTrainingError
 
 
 def main() -> None:
     try:
         model_args, data_args, method_args, training_args = parse_recipe(ARGUMENT_CLASSES, sys.argv[1:])
         run_training(model_args, data_args, method_args, training_args)
-    except (RecipeError, NonFiniteTrainingError, PushError) as err:
+    except (RecipeError, NonFiniteTrainingError, CheckpointWriteError, PushError) as err:
         sys.exit(f"error: {err}")
 
 

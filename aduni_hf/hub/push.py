@@ -19,7 +19,7 @@ CV_ALLOW_PATTERNS = (
 # weights of the other reported models, and the pickled TrainingArguments.
 RUN_IGNORE_PATTERNS = (
     "checkpoint-*", "tmp-*", "_*", "best_validation.safetensors", "official_test_selection.safetensors",
-    "training_args.bin",
+    "training_args.bin", ".*",  # hidden files: the run folder's lock (recipes/run_lock.py)
 )  # fmt: skip
 # fnmatch's "*" also matches "/": these keep the checkpoints and stage folders inside the folds out.
 CV_IGNORE_PATTERNS = ("fold_*/checkpoint-*", "fold_*/tmp-*", "fold_*/_stage*")

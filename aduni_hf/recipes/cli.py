@@ -71,10 +71,11 @@ def parse_recipe(dataclass_types: Sequence[type], argv: Sequence[str]) -> tuple[
     of the wrong type or outside a field's choices (and exits with status 2).
     """
     parser = HfArgumentParser(list(dataclass_types))
+    parser.allow_abbrev = False  # a recipe is exact: --learning_rat is a typo, not --learning_rate
     argv = list(argv)
     recipe_tokens: list[str] = []
+    field_names = [f.name for cls in dataclass_types for f in dataclasses.fields(cls) if f.init]
     if argv and argv[0].endswith((".yaml", ".yml")):
-        field_names = [f.name for cls in dataclass_types for f in dataclasses.fields(cls) if f.init]
         recipe = load_recipe(argv.pop(0), field_names)
         nulls = {key: None for key, value in recipe.items() if value is None}
         parser.set_defaults(**nulls)
@@ -82,6 +83,24 @@ def parse_recipe(dataclass_types: Sequence[type], argv: Sequence[str]) -> tuple[
             if value is not None:
                 recipe_tokens += _tokens(key, value)
     try:
-        return tuple(parser.parse_args_into_dataclasses(args=recipe_tokens + argv, look_for_args_file=False))
+        *parsed, remaining = parser.parse_args_into_dataclasses(
+            args=recipe_tokens + argv, look_for_args_file=False, return_remaining_strings=True
+        )
     except ValueError as err:
         raise RecipeError(str(err)) from err
+    if remaining:
+        raise RecipeError(unknown_flags_message(remaining, field_names))
+    return tuple(parsed)
+
+
+def unknown_flags_message(remaining: Sequence[str], field_names: Sequence[str]) -> str:
+    """What the command line held that is no field, with the closest field names (as for a YAML key)."""
+    flags = [token for token in remaining if token.startswith("-")]
+    if not flags:
+        return f"unexpected arguments {' '.join(remaining)}: give fields as --name value"
+    parts = []
+    for flag in flags:
+        close = difflib.get_close_matches(flag.lstrip("-").replace("-", "_"), field_names, n=3)
+        hint = f"; did you mean {', '.join('--' + name for name in close)}?" if close else ""
+        parts.append(f"unknown flag {flag}{hint}")
+    return "; ".join(parts)

@@ -37,7 +37,7 @@ from ..evaluation.cv_summary import (
 )
 from ..hub import render_cv_model_card
 from ..hub.push import CV_ALLOW_PATTERNS, CV_IGNORE_PATTERNS, push_folder
-from ..methods import METHODS, MethodArguments
+from ..methods import METHODS, Method, MethodArguments
 from ..training import AdUniTrainingArguments
 from ..utils import write_atomic
 from .arguments import DataArguments, ModelArguments
@@ -47,6 +47,7 @@ from .experiment_figures import experiment_figures
 from .results import recipe_summary
 from .run import resolved_config, run_training
 from .run_folder import FINISHED_NAME, RESUMABLE_FIELDS, differs
+from .run_lock import run_folder_lock
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +222,21 @@ def run_cross_validation(
     training_args.device  # noqa: B018  (sets up the processes: process_index is 0 everywhere before it)
     method = METHODS[method_args.method]
     check_recipe(model_args, data_args, method_args, training_args, method)  # before any fold trains
+    # One writer per cross-validation folder (each fold's run also locks its own folder: run_lock.py).
+    with run_folder_lock(training_args.output_dir, main_process=training_args.process_index == 0):
+        seconds = train_folds(model_args, data_args, method_args, training_args, folds)
+        return write_cv_results(model_args, data_args, method_args, training_args, method, folds, seconds)
+
+
+def train_folds(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    method_args: MethodArguments,
+    training_args: AdUniTrainingArguments,
+    folds: list[int],
+) -> dict[str, float]:
+    """Check the folder against the recipe (or clear it), then train each fold of `folds` not finished yet;
+    returns each fold's training seconds (an earlier summary's, for the folds trained before)."""
     output_dir = Path(training_args.output_dir)
     recipe = cv_recipe(model_args, data_args, method_args, training_args)
     with training_args.main_process_first(desc="checking the cross-validation folder"):
@@ -255,6 +271,21 @@ def run_cross_validation(
                 f"fold {fold}: accuracy {metrics['test_accuracy']:.4f}, macro-F1 {metrics['test_macro_f1']:.4f} "
                 f"in {seconds[str(fold)] / 60:.1f} min"
             )
+    return seconds
+
+
+def write_cv_results(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    method_args: MethodArguments,
+    training_args: AdUniTrainingArguments,
+    method: Method,
+    folds: list[int],
+    seconds: dict[str, float],
+) -> dict[str, Any]:
+    """cv_results.json, its markdown table and the summary card over every finished fold; returns the results."""
+    output_dir, main = Path(training_args.output_dir), training_args.process_index == 0
+    recipe = cv_recipe(model_args, data_args, method_args, training_args)
     config = json.loads((fold_dir(output_dir, folds[0]) / "config.json").read_text())
     class_names = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
     description = {

@@ -38,7 +38,8 @@ from .arguments import MODEL_FIELDS, DataArguments, ModelArguments
 from .checks import check_recipe
 from .results import evaluate_selected_models, run_model_card, write_run_figures
 from .run_data import RunData, read_run_data, resolve_augmentation_device
-from .run_folder import check_resume, prepare_output_dir, run_record, save_results
+from .run_folder import RUN_CONFIG_NAME, check_resume, prepare_output_dir, run_record, save_results
+from .run_lock import run_folder_lock
 from .staged_training import prepare_stage_dirs, resolve_stage, stage_dir, train_in_stages
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,19 @@ def run_training(
     setup_logging(training_args)
     method = METHODS[method_args.method]
     check_recipe(model_args, data_args, method_args, training_args, method)
+    # One writer per run folder, from its first look at the folder to its last file and push (run_lock.py).
+    with run_folder_lock(training_args.output_dir, main_process=training_args.process_index == 0):
+        return train_and_report(model_args, data_args, method_args, training_args, method)
+
+
+def train_and_report(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    method_args: MethodArguments,
+    training_args: AdUniTrainingArguments,
+    method: Method,
+) -> dict[str, float]:
+    """Phases 2-6 of `run_training`, holding the run folder's lock."""
     checkpoint = prepare_run_folder(training_args, method)
     seed_everything(training_args)
     set_cpu_threads(training_args)
@@ -169,7 +183,7 @@ def write_run_config(training_args: AdUniTrainingArguments, recipe: dict, data: 
         "dataset_metadata": {k: v for k, v in data.metadata.items() if k != "invalid_items"},
     }
     write_atomic(
-        output_dir / "run_config.yaml", yaml.safe_dump({**recipe, "data": described}, sort_keys=False)
+        output_dir / RUN_CONFIG_NAME, yaml.safe_dump({**recipe, "data": described}, sort_keys=False)
     )
 
 

@@ -28,10 +28,11 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from ..training import SELECTIONS
 from ..training.checkpoints import (
     RUN_RECORD_NAME,
+    TRAINER_STATE_NAME,
+    checkpoint_problems,
     checkpoint_step,
     checkpoints_of,
-    last_checkpoint,
-    missing_checkpoint_files,
+    interrupted,
 )
 from ..training.guard import FAILURE_NAME
 from ..utils import write_atomic
@@ -42,6 +43,8 @@ logger = logging.getLogger(__name__)
 STAGING_PREFIX = "tmp-"  # tmp-checkpoint-N: a checkpoint staged by an earlier version, never completed
 FINISHED_NAME = "test_results.json"  # written last: its presence means the run finished
 SELECTION_PREFIXES = tuple(f"{name}." for name in SELECTIONS)  # <name>.json and <name>.safetensors
+RUN_CONFIG_NAME = "run_config.yaml"  # the resolved recipe, written once the data is read
+STAGE_DIR_PREFIX = "_stage"  # _stage1, _stage2: the stages of a two-stage method ("_*" is what the push leaves out)
 
 # Recipe fields that may differ between a checkpoint and the run resuming it: where files go, how much is
 # logged, how data is loaded (augmentation is seeded per image, so workers do not change the views), and the
@@ -81,7 +84,6 @@ RESUMABLE_FIELDS = frozenset(
         "save_steps",
         "save_total_limit",
         "save_on_each_node",
-        "save_only_model",
         "dataloader_num_workers",
         "dataloader_pin_memory",
         "dataloader_persistent_workers",
@@ -122,19 +124,54 @@ DATA_IDENTITY = {
 
 
 def remove_interrupted_checkpoints(folder: Path) -> None:
-    """Remove the checkpoints of `folder` whose writing was cut short (and earlier versions' staged ones)."""
+    """Remove the checkpoints of `folder` whose writing was cut short (no readable trainer_state.json, the file the
+    Trainer writes last; and earlier versions' staged ones). A checkpoint damaged after it was written is kept:
+    `resume_point` refuses it, naming what is wrong."""
     for staged in folder.glob(f"{STAGING_PREFIX}{PREFIX_CHECKPOINT_DIR}-*"):
         logger.warning("removing %s, a checkpoint whose writing was interrupted", staged)
         shutil.rmtree(staged, ignore_errors=True)
     for checkpoint in checkpoints_of(folder):
-        missing = missing_checkpoint_files(checkpoint)
-        if missing:
+        if interrupted(checkpoint):
             logger.warning(
-                "removing %s, a checkpoint whose writing was interrupted (no %s)",
+                "removing %s, a checkpoint whose writing was interrupted (no readable %s)",
                 checkpoint,
-                ", ".join(missing),
+                TRAINER_STATE_NAME,
             )
             shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def check_resumable(checkpoint: Path) -> None:
+    """Refuse to resume from `checkpoint` unless it is whole and holds the training state, naming each missing or
+    unreadable file and the previous whole checkpoint of its folder."""
+    problems = checkpoint_problems(checkpoint) if checkpoint.is_dir() else ["the folder does not exist"]
+    if problems:
+        step = checkpoint_step(checkpoint) or 0
+        earlier = [path for path in checkpoints_of(checkpoint.parent) if (checkpoint_step(path) or 0) < step]
+        previous = next((path for path in reversed(earlier) if not checkpoint_problems(path)), None)
+        advice = (
+            f"Resume from the previous whole checkpoint with --resume_from_checkpoint {previous} (or remove "
+            f"{checkpoint.name}), or start a fresh run with --overwrite_output_dir true."
+            if previous is not None
+            else "No earlier whole checkpoint is left: start a fresh run with --overwrite_output_dir true."
+        )
+        raise RunFolderError(f"cannot resume from {checkpoint}: {'; '.join(problems)}. {advice}")
+    record = json.loads((checkpoint / RUN_RECORD_NAME).read_text())
+    if record.get("fields", {}).get("save_only_model"):
+        raise RunFolderError(
+            f"cannot resume from {checkpoint}: it was saved with save_only_model true, so it holds the weights but "
+            "not the optimiser, scheduler or random state, and training cannot continue where it stopped. Start a "
+            "fresh run with --overwrite_output_dir true, or start from its weights with --model_name_or_path "
+            f"{checkpoint} in another output_dir."
+        )
+
+
+def resume_point(folder: Path) -> Path | None:
+    """The newest checkpoint of `folder` to resume from, once checked whole (`check_resumable`), or None."""
+    checkpoints = checkpoints_of(folder)
+    if not checkpoints:
+        return None
+    check_resumable(checkpoints[-1])
+    return checkpoints[-1]
 
 
 # ---- the output folder --------------------------------------------------------------------------------------
@@ -177,20 +214,45 @@ def clear_previous_run(output_dir: Path) -> list[str]:
     return removed
 
 
+def is_run_file(path: Path) -> bool:
+    """Whether `path`, in an output_dir, is something only a run writes: its recipe, a checkpoint, a stage
+    folder, its results or its failure mark."""
+    name = path.name
+    return (
+        name in (RUN_CONFIG_NAME, FINISHED_NAME, FAILURE_NAME)
+        or checkpoint_step(name.removeprefix(STAGING_PREFIX)) is not None
+        or (name.startswith(STAGE_DIR_PREFIX) and name[len(STAGE_DIR_PREFIX) :].isdigit())
+    )
+
+
+def check_run_folder(output_dir: Path) -> None:
+    """Refuse an output_dir that holds files but none a run writes: training would overwrite them (a README.md,
+    a config.json). Hidden files (the run lock, .gitkeep) do not count."""
+    entries = sorted(p.name for p in output_dir.iterdir() if not p.name.startswith("."))
+    if entries and not any(is_run_file(output_dir / name) for name in entries):
+        shown = ", ".join(entries[:4]) + (f" and {len(entries) - 4} more" if len(entries) > 4 else "")
+        raise RunFolderError(
+            f"output_dir={str(output_dir)!r} is not empty and holds no training run ({shown}): training would "
+            "overwrite its files (README.md, config.json, model.safetensors). Choose a new or empty output_dir."
+        )
+
+
 def prepare_output_dir(
     output_dir: str | Path, resume_from_checkpoint: str | None, overwrite: bool
 ) -> Path | None:
     """Decide, before any data is read, where training starts; returns the checkpoint to resume from, or None.
 
-    - The folder must be writable.
+    - The folder must be writable, and empty or a run's (`check_run_folder`).
     - A finished run (`test_results.json`) is refused unless `overwrite`.
     - `overwrite` starts a fresh run: the previous run's checkpoints and results are removed first.
-    - Otherwise `resume_from_checkpoint` if given, else the last complete checkpoint in the folder.
+    - Otherwise `resume_from_checkpoint` if given, else the newest checkpoint in the folder; either must be
+      whole (`check_resumable`). Checkpoints cut short while written are removed first.
     Call it on the main process first (`TrainingArguments.main_process_first`): the others then find the
     same checkpoint, and nothing left to remove.
     """
     output_dir = Path(output_dir)
     check_writable(output_dir)
+    check_run_folder(output_dir)
     if overwrite:
         if resume_from_checkpoint is not None:
             raise RunFolderError(
@@ -214,14 +276,9 @@ def prepare_output_dir(
         logger.warning("the previous attempt in %s failed: %s", output_dir, failure.read_text().strip())
     if resume_from_checkpoint is not None:
         checkpoint = Path(resume_from_checkpoint)
-        missing = missing_checkpoint_files(checkpoint) if checkpoint.is_dir() else ["the folder itself"]
-        if missing:
-            raise RunFolderError(
-                f"resume_from_checkpoint={resume_from_checkpoint!r} is not a complete checkpoint (no "
-                f"{', '.join(missing)})"
-            )
+        check_resumable(checkpoint)
         return checkpoint
-    checkpoint = last_checkpoint(output_dir)
+    checkpoint = resume_point(output_dir)
     if checkpoint is not None:
         logger.info("resuming the interrupted run in %s from %s", output_dir, checkpoint.name)
     return checkpoint
@@ -261,7 +318,9 @@ def check_resume(checkpoint: Path, current: dict[str, Any]) -> list[str]:
     `RunFolderError` naming every differing field, with the checkpoint's value and the recipe's.
     """
     saved = json.loads((checkpoint / RUN_RECORD_NAME).read_text())
-    saved_fields, fields = {**EARLIER_DEFAULTS, **saved["fields"]}, current["fields"]
+    fields = current["fields"]
+    earlier = {name: value for name, value in EARLIER_DEFAULTS.items() if name in fields}  # fields added since
+    saved_fields = {**earlier, **saved["fields"]}
     differing = [
         f"{name}: {saved_fields.get(name)!r} in the checkpoint, {fields.get(name)!r} now"
         for name in sorted(set(saved_fields) | set(fields))

@@ -43,14 +43,19 @@ from transformers.trainer_utils import TrainOutput
 
 from ..methods import Method, MethodArguments, Stage
 from ..training import AdUniTrainer, AdUniTrainingArguments
-from ..training.checkpoints import RUN_RECORD_NAME, last_checkpoint
+from ..training.checkpoints import RUN_RECORD_NAME
 from ..utils import write_atomic
 from .errors import RunFolderError
-from .run_folder import check_resume, remove_interrupted_checkpoints, save_results
+from .run_folder import (
+    STAGE_DIR_PREFIX,
+    check_resume,
+    remove_interrupted_checkpoints,
+    resume_point,
+    save_results,
+)
 
 logger = logging.getLogger(__name__)
 
-STAGE_DIR_PREFIX = "_stage"  # _stage1, _stage2: "_*" is what the push leaves out
 STAGE_FINISHED_NAME = "stage_finished.json"  # written last into a stage folder: the stage is done
 # Builds the trainer of a (resolved) stage with that stage's arguments.
 MakeTrainer = Callable[[AdUniTrainingArguments, Stage], AdUniTrainer]
@@ -75,7 +80,7 @@ def stage_dirs(output_dir: str | Path) -> list[Path]:
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return []
-    return sorted(p for p in output_dir.glob(f"{STAGE_DIR_PREFIX}*") if p.is_dir() and p.name[6:].isdigit())
+    return sorted(p for p in output_dir.glob(f"{STAGE_DIR_PREFIX}*") if p.is_dir() and p.name[len(STAGE_DIR_PREFIX) :].isdigit())
 
 
 def stage_finished(directory: Path) -> bool:
@@ -272,7 +277,7 @@ class StagePlan:
         stage = resolve_stage(self.method.stages[index], index, self.method_args)
         trainer = self.make_trainer(stage_arguments(self.training_args, self.method_args, index), stage)
         prepare_model(self.model, stage, self.training_args.seed)
-        resume = checkpoint if checkpoint is not None else last_checkpoint(stage_dir(self.training_args.output_dir, index))
+        resume = checkpoint if checkpoint is not None else resume_point(stage_dir(self.training_args.output_dir, index))
         if resume is not None:
             if checkpoint is None:
                 for note in check_resume(resume, self.record):

@@ -3,6 +3,7 @@ chunked step, numerical guard and checkpoint files. Which loss, views and stages
 (`aduni_hf.methods`); a recipe run end to end is `aduni_hf.recipes.run_training`."""
 
 from .callbacks import AlphaScheduleCallback, EpochProgressCallback, PersistentWorkersCallback
+from .checkpoints import CheckpointWriteError
 from .guard import NonFiniteTrainingError
 from .meta_sampling import MetaSamplingTrainer
 from .model_selection import OFFICIAL_SELECTION, SELECTIONS, VALIDATION_SELECTION, ModelSelectionCallback
@@ -13,6 +14,7 @@ __all__ = [
     "AdUniTrainer",
     "AdUniTrainingArguments",
     "AlphaScheduleCallback",
+    "CheckpointWriteError",
     "EpochProgressCallback",
     "MetaSamplingTrainer",
     "ModelSelectionCallback",

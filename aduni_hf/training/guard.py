@@ -1,5 +1,7 @@
-"""The numerical guard: training stops before an optimiser step on a non-finite loss or gradient, naming the step,
-the epoch, the batch's classes and the checkpoint to go back to, and marks the run failed (`training_failed.json`).
+"""The numerical guard: training stops before an optimiser step on a non-finite loss or gradient, and before a
+checkpoint or the final model is saved with a non-finite weight or buffer (a BatchNorm running variance overflows
+in the forward pass, with a finite loss), naming the step, the epoch, the batch's classes and the checkpoint to go
+back to, and marks the run failed (`training_failed.json`). So every checkpoint the guard names is finite.
 
 The loss of every micro-batch is recorded on the device (no host synchronisation per micro-batch); the flags are
 read once per optimiser step, with the gradient norm the Trainer computes anyway. Every process takes the same
@@ -16,6 +18,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from transformers import TrainerState
 
 from ..utils import write_atomic
@@ -84,9 +87,38 @@ class NonFiniteGuard:
         """Raise `NonFiniteTrainingError` before the next optimiser step if anything is non-finite, after marking
         the run failed; `epoch_state` is the loss's (alpha)."""
         what = self.found(grad_norm)
-        if what is None:
+        if what is not None:
+            self.stop(what, state, epoch_state)
+
+    def check_state(
+        self, modules: Mapping[str, nn.Module], state: TrainerState, epoch_state: Mapping[str, float]
+    ) -> None:
+        """Raise `NonFiniteTrainingError` if a parameter or buffer of `modules` ({"model": ..., "loss": ...}) holds
+        a non-finite entry: called before anything is saved. One flag per tensor, read once (every process takes
+        the same decision: BatchNorm statistics may differ between processes)."""
+        named = [
+            (f"{prefix}.{name}", tensor)
+            for prefix, module in modules.items()
+            for name, tensor in [*module.named_parameters(), *module.named_buffers()]
+            if tensor.is_floating_point() or tensor.is_complex()
+        ]
+        if not named:
             return
-        step, epoch, num_epochs = state.global_step + 1, epoch_index(state), math.ceil(self.args.num_train_epochs)
+        flags = torch.stack([~torch.isfinite(tensor.detach()).all() for _, tensor in named]).to(self.device).float()
+        if self.world_size > 1 and dist.is_initialized():
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        bad = flags.nonzero().flatten().tolist()
+        if bad:
+            names = [named[i][0] for i in bad]
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            self.stop(f"weights ({len(names)} tensors: {shown})", state, epoch_state, saving=True)
+
+    def stop(self, what: str, state: TrainerState, epoch_state: Mapping[str, float], saving: bool = False) -> None:
+        """Mark the run failed and raise `NonFiniteTrainingError` for the non-finite `what`, found before the next
+        optimiser step, or before saving the state after the last one."""
+        step = state.global_step if saving else state.global_step + 1
+        when = f"after optimiser step {step}, before saving" if saving else f"at optimiser step {step}"
+        epoch, num_epochs = epoch_index(state), math.ceil(self.args.num_train_epochs)
         checkpoint = last_checkpoint(self.args.output_dir)
         loss_value = float(self.last_loss.float()) if self.last_loss is not None else math.nan
         counts = {}
@@ -104,11 +136,11 @@ class NonFiniteGuard:
             "last_checkpoint": str(checkpoint) if checkpoint else None,
         }
         marked = mark_failed(self.run_dir, report) if self.main_process else self.run_dir / FAILURE_NAME
-        state = "".join(f", {name} {value:.4g}" for name, value in epoch_state.items())
+        state_text = "".join(f", {name} {value:.4g}" for name, value in epoch_state.items())
         resume = (
             f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was saved before it"
         )
         raise NonFiniteTrainingError(
-            f"non-finite {what} (loss {loss_value}) at optimiser step {step}, epoch {epoch + 1}/{num_epochs}{state}; "
+            f"non-finite {what} (loss {loss_value}) {when}, epoch {epoch + 1}/{num_epochs}{state_text}; "
             f"batch class counts {counts}. Training stopped: {resume}; the run is marked failed in {marked}."
         )

@@ -25,7 +25,13 @@ from .callbacks import (
     PersistentWorkersCallback,
     draw_as_a_new_iterator,
 )
-from .checkpoints import begin_checkpoint, load_method_state
+from .checkpoints import (
+    begin_checkpoint,
+    checkpoint_files,
+    explain_full_disk,
+    last_checkpoint,
+    load_method_state,
+)
 from .chunked import chunked_training_step
 from .guard import NonFiniteGuard
 from .loss_statistics import LossStatistics
@@ -222,13 +228,42 @@ class AdUniTrainer(Trainer):
         self.guard.check(grad_norm, self.state, self.loss_fn.epoch_logs())
         return grad_norm
 
+    def check_finite_state(self) -> None:
+        """The guard on the weights and buffers (model and loss), before anything is saved from them."""
+        self.guard.check_state({"model": self.model, "loss": self.loss_fn}, self.state, self.loss_fn.epoch_logs())
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """`Trainer.save_model`, once the guard found every weight finite: no model is saved non-finite (within a
+        checkpoint, `_save_checkpoint` has checked). A full disk is reported as such (`CheckpointWriteError`)."""
+        if _internal_call:
+            return super().save_model(output_dir, _internal_call)
+        self.check_finite_state()
+        with explain_full_disk(Path(output_dir or self.args.output_dir), "the model", self.resume_advice):
+            super().save_model(output_dir, _internal_call)
+
     def _save_checkpoint(self, model: nn.Module, trial=None) -> None:
-        """The Trainer's checkpoint, after the run record and the method state: the Trainer writes
-        trainer_state.json last, so the checkpoint is whole once that file reads (checkpoints.py)."""
-        if self.args.should_save:
-            folder = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            begin_checkpoint(folder, self.loss_fn, self.run_record)
-        super()._save_checkpoint(model, trial)
+        """The Trainer's checkpoint, once the guard found every weight finite, after the run record (listing the
+        files the checkpoint will hold) and the method state: the Trainer writes trainer_state.json last
+        (checkpoints.py). A full disk is reported as such, and the partial checkpoint removed."""
+        self.check_finite_state()
+        folder = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        partial = folder if self.args.should_save else None
+        with explain_full_disk(folder.parent, folder.name, self.resume_advice, partial):
+            if self.args.should_save:
+                files = checkpoint_files(
+                    self.args.save_only_model,
+                    self.args.world_size,
+                    method_state=bool(self.loss_fn.state_dict()),
+                    scaler=getattr(self.accelerator, "scaler", None) is not None,
+                    processor=self.processing_class is not None,
+                )
+                begin_checkpoint(folder, self.loss_fn, self.run_record, files)
+            super()._save_checkpoint(model, trial)
+
+    def resume_advice(self) -> str:
+        """How the run continues after a failed save: from its last whole checkpoint, or from the start."""
+        previous = last_checkpoint(self.args.output_dir)
+        return f"training resumes from {previous.name}" if previous is not None else "training starts afresh"
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model)

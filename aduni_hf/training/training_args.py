@@ -182,6 +182,22 @@ class AdUniTrainingArguments(TrainingArguments):
                 state[name] = None
         return state
 
+    def check_lengths_and_steps(self) -> None:
+        """Refuse a training that cannot train: no steps (an untrained model would be reported as a result), no
+        step size, or empty batches."""
+        if self.max_steps <= 0 and not self.num_train_epochs > 0:
+            raise ValueError(
+                f"num_train_epochs must be > 0, got {self.num_train_epochs} (or give max_steps > 0): a run without "
+                "training steps would report an untrained model"
+            )
+        if not self.learning_rate > 0:
+            raise ValueError(
+                f"learning_rate must be > 0, got {self.learning_rate}: it is the step size of every update"
+            )
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
     def __post_init__(self) -> None:
         if self.bf16 is None:
             self.bf16 = default_bf16(self.use_cpu, self.fp16)
@@ -200,6 +216,7 @@ class AdUniTrainingArguments(TrainingArguments):
             # trains its own model, unwrapped and unsynchronised, with nothing in the logs to say so.
             self.use_cpu = True
         super().__post_init__()
+        self.check_lengths_and_steps()
         if self.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if self.min_learning_rate < 0 or self.min_learning_rate > self.learning_rate:

@@ -16,7 +16,13 @@ import torch
 from aduni_hf import AduCLoss, AdUniForImageClassification
 from aduni_hf.recipes.run_folder import RunFolderError, check_resume, prepare_output_dir, run_record
 from aduni_hf.training import AdUniTrainingArguments, NonFiniteTrainingError
-from aduni_hf.training.checkpoints import METHOD_STATE_NAME, RUN_RECORD_NAME, last_checkpoint
+from aduni_hf.training.checkpoints import (
+    FILES_KEY,
+    METHOD_STATE_NAME,
+    RUN_RECORD_NAME,
+    checkpoint_files,
+    last_checkpoint,
+)
 from aduni_hf.training.guard import FAILURE_NAME
 from tests.training.trainer_helpers import NUM_TRAIN, RecordingViews, digits_splits, make_trainer
 
@@ -25,13 +31,22 @@ SECRET = "hf_NotARealTokenButSecretAll0f1t"
 
 
 def make_checkpoint(folder: Path, step: int, complete: bool = True, record: dict | None = None) -> Path:
+    """A checkpoint with every file its record lists, each readable as what it is (complete=False: no record)."""
     checkpoint = folder / f"checkpoint-{step}"
     checkpoint.mkdir(parents=True)
-    names = ["config.json", "model.safetensors", "trainer_state.json"] + ([RUN_RECORD_NAME] if complete else [])
-    for name in names:
-        (checkpoint / name).write_text("{}")
-    if record is not None:
-        (checkpoint / RUN_RECORD_NAME).write_text(json.dumps(record))
+    record = record if record is not None else {"fields": {}, "data": {}, "num_processes": 1}
+    files = checkpoint_files(record["fields"].get("save_only_model", False), record["num_processes"], False)
+    for name in files:
+        path = checkpoint / name
+        if name == RUN_RECORD_NAME:
+            if complete:
+                path.write_text(json.dumps({**record, FILES_KEY: files}))
+        elif path.suffix == ".json":
+            path.write_text("{}")
+        elif path.suffix == ".safetensors":
+            safetensors.torch.save_file({"weight": torch.zeros(2)}, str(path))
+        else:
+            torch.save({"state": 1}, path)
     return checkpoint
 
 
@@ -62,9 +77,9 @@ def test_explicit_checkpoint_must_be_complete(tmp_path):
     explicit = make_checkpoint(tmp_path / "old", 5)
     assert prepare_output_dir(tmp_path / "run", str(explicit), overwrite=False) == explicit
     broken = make_checkpoint(tmp_path / "old", 6, complete=False)
-    with pytest.raises(RunFolderError, match=r"checkpoint-6.* is not a complete checkpoint \(no aduni_run.json\)"):
+    with pytest.raises(RunFolderError, match=r"cannot resume from .*checkpoint-6: no readable aduni_run.json"):
         prepare_output_dir(tmp_path / "run", str(broken), overwrite=False)
-    with pytest.raises(RunFolderError, match="no the folder itself|not a complete checkpoint"):
+    with pytest.raises(RunFolderError, match="nowhere: the folder does not exist"):
         prepare_output_dir(tmp_path / "run", str(tmp_path / "nowhere"), overwrite=False)
 
 

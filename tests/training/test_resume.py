@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from aduni_hf.training.checkpoints import missing_checkpoint_files
+from aduni_hf.training.checkpoints import checkpoint_problems
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "hf_NeverWriteThisTokenAnywhere0123456789"  # a fake Hub token: it must not reach any file or log
@@ -90,7 +90,7 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes_exactly(reference, tmp_
     reference_dir, _ = reference
     output_dir = tmp_path / "run"
     command = train_command(output_dir, workers)
-    kill_when(command, lambda: not missing_checkpoint_files(output_dir / "checkpoint-9"))  # once it is complete
+    kill_when(command, lambda: not checkpoint_problems(output_dir / "checkpoint-9"))  # once it is complete
     assert not (output_dir / "test_results.json").exists()  # killed: nothing looks finished
 
     resumed = run(command)
