@@ -16,6 +16,10 @@ Registered (docs/method.md, "Sampling"):
 
 N is the training-set size, M the largest class count and C the number of classes. `build_sampler` passes a
 sampler the context its constructor names (`batch_size`, `num_epochs`, `num_classes`, ...).
+
+`training_epochs` gives a training stage its stream: the epoch length it asks for and, by default, the draws of
+every global batch in a random order (`batch_shuffle`), so that no process's slice of a batch and no contrast
+chunk is one or two classes of an up-sampled or class-aware batch (docs/method.md, "Sampling").
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import torch
 from torch.utils.data import Sampler
 
 from ..registry import Registry
+from .transforms import view_seed
 from .views import DrawKey
 
 
@@ -59,6 +64,7 @@ class EpochSampler(Sampler[DrawKey]):
         self.class_counts = torch.bincount(self.labels, minlength=self.num_classes)
         self.seed = seed
         self.epoch = 0
+        self.shuffle_batch_size: int | None = None  # set by `shuffle_within_batches`
 
     # ---- the class structure ---------------------------------------------------------------------------
     @property
@@ -93,11 +99,45 @@ class EpochSampler(Sampler[DrawKey]):
 
     def __iter__(self) -> Iterator[DrawKey]:
         epoch = self.epoch
-        generator = self.generator(epoch)
-        return iter([DrawKey(epoch, draw, index) for draw, index in enumerate(self.indices(generator))])
+        keys = [DrawKey(epoch, draw, index) for draw, index in enumerate(self.indices(self.generator(epoch)))]
+        if self.shuffle_batch_size is not None:
+            keys = shuffled_within_batches(keys, self.shuffle_batch_size, self.seed, epoch)
+        return iter(keys)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    # ---- the order within a global batch ---------------------------------------------------------------
+    def shuffle_within_batches(self, batch_size: int) -> EpochSampler:
+        """From now on, put the draws of every block of `batch_size` (a global batch) in a random order; returns
+        the sampler. Which images a batch holds, and their views (seeded by each key's draw), do not change."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.shuffle_batch_size = int(batch_size)
+        return self
+
+
+# An index no image has: the batch shuffle's stream, seeded by view_seed(seed, epoch, 0, BATCH_SHUFFLE_STREAM, 0),
+# is apart from the samplers' (seed, epoch) generators and from every augmentation seed (seed, epoch, draw, index,
+# view). The Meta Sampler's Gumbel noise uses 2**32 - 1 the same way.
+BATCH_SHUFFLE_STREAM = 2**32 - 2
+
+
+def shuffled_within_batches(keys: list[DrawKey], batch_size: int, seed: int, epoch: int) -> list[DrawKey]:
+    """`keys` with each block of `batch_size` (the last one possibly shorter) permuted, from a generator seeded
+    by (seed, epoch) only: the same order in every process, whatever the number of processes or loader workers.
+
+    The released loop permutes each up-sampled batch before `nn.DataParallel` splits it among the GPUs
+    (thomascong121/AdUni@61d8c18, main.py `train`); here the global batch is permuted before accelerate hands each
+    process its share (consecutive per-process batches) and before `contrast_chunk_size` cuts it into chunks.
+    """
+    generator = torch.Generator().manual_seed(view_seed(seed, epoch, 0, BATCH_SHUFFLE_STREAM, 0))
+    order = [
+        start + offset
+        for start in range(0, len(keys), batch_size)
+        for offset in torch.randperm(min(batch_size, len(keys) - start), generator=generator).tolist()
+    ]
+    return [keys[position] for position in order]
 
 
 def _shuffled_cycle(pool: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -366,14 +406,26 @@ class FirstDraws(Sampler[DrawKey]):
 
 
 def training_epochs(
-    sampler: EpochSampler, batch_size: int, *, dataset_length: bool = False, drop_last: bool = False
+    sampler: EpochSampler,
+    batch_size: int,
+    *,
+    dataset_length: bool = False,
+    drop_last: bool = False,
+    batch_shuffle: bool = True,
 ) -> EpochSampler | FirstDraws:
-    """`sampler` with the epoch length a stage asks for, for a global batch of `batch_size`:
+    """`sampler` with the epoch length and the batch order a stage asks for, for a global batch of `batch_size`:
 
     - `dataset_length`: the first floor(N / B) * B draws of each epoch (N the training images), the batches of an
       instance-balanced epoch whatever the sampler draws;
-    - `drop_last`: without the epoch's last, incomplete batch (training only: evaluation keeps every image).
+    - `drop_last`: without the epoch's last, incomplete batch (training only: evaluation keeps every image);
+    - `batch_shuffle`: the draws of every global batch in a random order (`shuffled_within_batches`); False keeps
+      the sampler's own order (class by class for `upsample`, runs of one class for `class_aware`).
+
+    The shuffle permutes blocks of `batch_size` from the start of the epoch, so cutting the epoch at a multiple of
+    `batch_size` afterwards keeps every global batch whole.
     """
+    if batch_shuffle:
+        sampler.shuffle_within_batches(batch_size)
     if dataset_length:
         sampler = FirstDraws(sampler, max(1, len(sampler.labels) // batch_size) * batch_size)
     if drop_last and len(sampler) % batch_size and len(sampler) > batch_size:

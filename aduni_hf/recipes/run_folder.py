@@ -111,7 +111,11 @@ RESUMABLE_FIELDS = frozenset(
 
 # Recipe fields added after a checkpoint could have been written: the value that reproduces what a run did before
 # they existed, taken where the checkpoint's record has no such field.
-EARLIER_DEFAULTS = {"augmentation_device": "loader", "resize_prepared_images": False}
+EARLIER_DEFAULTS = {
+    "augmentation_device": "loader",
+    "resize_prepared_images": False,
+    "batch_shuffle": False,  # the sampler's order: class by class for upsample
+}
 
 # What identifies a data set wherever its folder lies (run_data.data_record), compared on resume, and what a
 # difference means. A key that a checkpoint does not record (written before it was) is not compared, and noted.

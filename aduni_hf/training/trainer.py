@@ -131,7 +131,9 @@ class AdUniTrainer(Trainer):
             num_classes=self.model.config.num_labels,
         )
         by_dataset, drop_last = self.epoch_length == "dataset", self.args.drop_last_train_batch
-        return training_epochs(sampler, batch, dataset_length=by_dataset, drop_last=drop_last)
+        return training_epochs(
+            sampler, batch, dataset_length=by_dataset, drop_last=drop_last, batch_shuffle=self.args.batch_shuffle
+        )
 
     def get_eval_dataloader(self, eval_dataset=None) -> torch.utils.data.DataLoader:
         """The Trainer's evaluation loader, kept per data set under persistent workers: the Trainer caches the first

@@ -131,6 +131,15 @@ class AdUniTrainingArguments(TrainingArguments):
             "drops). The released loop keeps it; a batch of one or two images gives BatchNorm unusable statistics."
         },
     )
+    batch_shuffle: bool = field(
+        default=True,
+        metadata={
+            "help": "Put the draws of every global batch in a random order (seeded by seed and epoch) before it is split "
+            "among the processes and into contrast chunks, as the released loop permutes each up-sampled batch before "
+            "DataParallel splits it; the images of a batch and their views stay the same. false: the sampler's order "
+            "(class by class for upsample), as runs before this field."
+        },
+    )
     selection_metric: str = field(
         default="macro_f1",
         metadata={

@@ -14,6 +14,7 @@ from aduni_hf.data import (
     SingleViewDataset,
     collate_views,
     eval_transform,
+    training_epochs,
 )
 from aduni_hf.losses import CrossEntropyLoss
 from aduni_hf.schedules import AlphaSchedule, alpha_schedule, official_learning_rate
@@ -73,7 +74,13 @@ def test_the_sampler_gets_every_epoch(tmp_path, splits):
         drawn = [k for k in keys if k.epoch == epoch]
         reference = RandomEpochSampler(trainer.train_dataset.labels, seed=0)
         reference.set_epoch(epoch)
-        assert drawn == list(reference)  # the trainer's stream is the sampler's, epoch by epoch
+        plain = list(reference)
+        # the trainer's stream is the sampler's, epoch by epoch, each global batch of 16 in a shuffled order
+        # (batch_shuffle: the same draws in each batch)
+        assert drawn == list(training_epochs(reference, 16)) != plain
+        assert [sorted(drawn[i : i + 16]) for i in range(0, len(drawn), 16)] == [
+            sorted(plain[i : i + 16]) for i in range(0, len(drawn), 16)
+        ]
 
 
 def test_compute_loss_is_aduc_on_one_view_major_batch(tmp_path, splits):
@@ -154,7 +161,8 @@ def test_one_official_step_is_a_plain_sgd_step(tmp_path, splits, max_grad_norm):
     trainer.train()
 
     keys = trainer.train_dataset.keys[:16]  # the first batch (accelerate's loader fetches one batch ahead)
-    assert [key.draw for key in keys] == list(range(16)) and {key.epoch for key in keys} == {0}
+    # draws 0-15 of epoch 0, in the order batch_shuffle gave them
+    assert sorted(key.draw for key in keys) == list(range(16)) and {key.epoch for key in keys} == {0}
     batch = collate_views([trainer.train_dataset[key] for key in keys])
     views = batch["pixel_values"].transpose(0, 1).reshape(32, 3, IMAGE_SIZE, IMAGE_SIZE)
     outputs = reference(pixel_values=views)
