@@ -94,6 +94,8 @@ class MetaBalancedSoftmaxLoss(BalancedSoftmaxLoss):
         num_classes, class_counts: as `BalancedSoftmaxLoss`.
         meta_learning_rate: Adam learning rate of the sampler logits (official 0.01).
         meta_init_pow: init_pow of the sampler initialisation (official 0 for CIFAR, 0.1 for ImageNet-LT).
+        meta_samples_per_class: the class-aware meta batches' run of one class (official 1: the released main.py
+            builds the meta set's `ClassAwareSampler` with its default `num_samples_cls=1`). The trainer draws them.
     """
 
     def __init__(
@@ -102,11 +104,15 @@ class MetaBalancedSoftmaxLoss(BalancedSoftmaxLoss):
         class_counts: Sequence[int] | Tensor,
         meta_learning_rate: float = 0.01,
         meta_init_pow: float = 0.0,
+        meta_samples_per_class: int = 1,
     ) -> None:
         super().__init__(num_classes, class_counts)
         if meta_learning_rate <= 0:
             raise ValueError(f"meta_learning_rate must be > 0, got {meta_learning_rate}")
+        if meta_samples_per_class < 1:
+            raise ValueError(f"meta_samples_per_class must be >= 1, got {meta_samples_per_class}")
         self.meta_learning_rate = meta_learning_rate
+        self.meta_samples_per_class = int(meta_samples_per_class)
         self.sampler_logits = nn.Parameter(initial_sampler_logits(class_counts, meta_init_pow))  # w (C,)
         self.register_buffer("adam_step", torch.zeros((), dtype=torch.long))
         self.register_buffer("adam_exp_avg", torch.zeros(num_classes))

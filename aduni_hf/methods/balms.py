@@ -27,6 +27,7 @@ BALMS = register(
                     inputs.class_counts,
                     meta_learning_rate=inputs.args.meta_learning_rate,
                     meta_init_pow=inputs.args.meta_init_pow,
+                    meta_samples_per_class=inputs.args.meta_samples_per_class,
                 ),
                 description="Balanced Softmax on Meta Sampler batches, with a meta step before every step",
                 sampler="meta",  # the stage's trainer draws its batches with the Meta Sampler, no SAMPLERS entry
@@ -37,7 +38,7 @@ BALMS = register(
                 trainer_class=MetaSamplingTrainer,
             ),
         ),
-        fields=("meta_learning_rate", "meta_init_pow", *SECOND_STAGE_FIELDS),
+        fields=("meta_learning_rate", "meta_init_pow", "meta_samples_per_class", *SECOND_STAGE_FIELDS),
         recommended_sampler="none",  # the official first stage is instance-balanced
         paper=rows_of("balms"),
     )

@@ -14,6 +14,11 @@ def _positive(name: str, value: float) -> None:
         raise ValueError(f"{name} must be > 0, got {value!r}")
 
 
+def _count(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
 @dataclass
 class MethodArguments:
     """The training method: its loss, its sampler and, for AdUni, the AduC constants and alpha schedule."""
@@ -92,6 +97,13 @@ class MethodArguments:
             "instance-balanced; ImageNet-LT 0.1)."
         },
     )
+    meta_samples_per_class: int = field(
+        default=1,
+        metadata={
+            "help": "balms: images of one class taken in turn by the class-aware sampler of the meta batches (official 1, "
+            "the released ClassAwareSampler's default; 4 reproduces runs before this field)."
+        },
+    )
     # Two-stage methods (decouple, cicl, balms): the second stage, a re-initialised classifier on the frozen encoder.
     # One-stage methods ignore these fields.
     stage2_epochs: int = field(
@@ -134,12 +146,8 @@ class MethodArguments:
             raise ValueError(f"drw_beta must be in (0, 1), got {self.drw_beta}")
         if not 0 <= self.drw_start <= 1:
             raise ValueError(f"drw_start must be in [0, 1], got {self.drw_start}")
-        if (
-            isinstance(self.stage2_epochs, bool)
-            or not isinstance(self.stage2_epochs, int)
-            or self.stage2_epochs < 1
-        ):
-            raise ValueError(f"stage2_epochs must be an integer >= 1, got {self.stage2_epochs!r}")
+        for name in ("stage2_epochs", "meta_samples_per_class"):
+            _count(name, getattr(self, name))
         _positive("stage2_learning_rate", self.stage2_learning_rate)
         if self.stage2_bn is not None and self.stage2_bn not in BN_MODES:
             raise ValueError(

@@ -115,6 +115,7 @@ EARLIER_DEFAULTS = {
     "augmentation_device": "loader",
     "resize_prepared_images": False,
     "batch_shuffle": False,  # the sampler's order: class by class for upsample
+    "meta_samples_per_class": 4,  # balms's meta batches were class-aware with 4 per class
 }
 
 # What identifies a data set wherever its folder lies (run_data.data_record), compared on resume, and what a

@@ -11,7 +11,10 @@ Every training step first takes the meta step of the loss (`MetaBalancedSoftmaxL
 4. the Trainer's step: Balanced Softmax on the batch, backward, optimiser.
 
 The meta batch of optimiser step t is a pure function of (seed, t): batch t mod L of epoch t div L of the
-class-aware sampler (4 per class; L its batches per epoch), so a resumed run draws the same meta batches.
+class-aware sampler (L its batches per epoch), so a resumed run draws the same meta batches. The sampler takes
+`meta_samples_per_class` images of each class in turn: 1, as the released main.py, which builds the meta set's
+`ClassAwareSampler` with only `is_infinite=True` (its `num_samples_cls` defaults to 1); recipes before that field
+drew 4, classifier-balancing's cRT setting.
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ class MetaSamplingTrainer(AdUniTrainer):
                 self.train_dataset.labels,
                 seed=seed + 1,
                 num_classes=self.loss_fn.num_classes,
+                num_samples_cls=self.loss_fn.meta_samples_per_class,
             )
         sampler = self._meta_sampler
         per_epoch = len(sampler) // batch_size
