@@ -9,12 +9,19 @@ is reported, and the others go on. Runs on the GPU when there is one (--device t
 A model whose weights or outputs are not finite (a diverged training) is refused, and nothing is written. A file
 name that is not UTF-8 is written with its own bytes (read the CSV with errors="surrogateescape") and printed with
 \\x escapes.
+
+Where the true classes are known, --labels LABELS.csv (columns image, label: a path, file name or file name without
+suffix, and a class name) or --labels_from_folders (each image's folder is its class) prints a summary with every
+metric of a training run's test results (accuracy, macro-F1, balanced accuracy, quadratic weighted kappa, ROC-AUC,
+per-class F1); --summary_output FILE.json also writes it. An image without a label is refused before predicting.
 """
 
 import argparse
+import json
 import sys
 
-from aduni_hf.inference import NonFiniteModelError, predict_to_csv, printable
+from aduni_hf.inference import NonFiniteModelError, format_summary, predict_and_summarise, printable
+from aduni_hf.utils import write_atomic
 
 
 def main() -> None:
@@ -24,12 +31,22 @@ def main() -> None:
     parser.add_argument("--output", required=True, help="the CSV file to write")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
+    parser.add_argument("--labels", default=None, help="a CSV with columns image,label: the true classes")
+    parser.add_argument(
+        "--labels_from_folders", action="store_true", help="the true class of each image is its folder's name"
+    )
+    parser.add_argument("--summary_output", default=None, help="with labels: also write the summary as JSON")
     args = parser.parse_args()
     if args.batch_size < 1:
         parser.error("--batch_size must be >= 1")
+    if args.summary_output and not (args.labels or args.labels_from_folders):
+        parser.error("--summary_output needs the true classes: --labels or --labels_from_folders")
     try:
-        predictions = predict_to_csv(args.model, args.images, args.output, args.batch_size, args.device)
-    except (FileNotFoundError, OSError, NonFiniteModelError) as err:
+        predictions, summary = predict_and_summarise(
+            args.model, args.images, args.output, args.batch_size, args.device,
+            labels_csv=args.labels, labels_from_folders=args.labels_from_folders,
+        )  # fmt: skip
+    except (FileNotFoundError, OSError, ValueError, NonFiniteModelError) as err:
         sys.exit(f"error: {err}")
     failed = [p for p in predictions if p.error]
     for item in failed:
@@ -37,6 +54,10 @@ def main() -> None:
     print(
         f"{len(predictions) - len(failed)} images predicted, {len(failed)} unreadable -> {printable(args.output)}"
     )
+    if summary is not None:
+        print(format_summary(summary))
+        if args.summary_output:
+            write_atomic(args.summary_output, json.dumps(summary, indent=2) + "\n")
 
 
 if __name__ == "__main__":

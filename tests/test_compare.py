@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from aduni_hf.evaluation.compare import comparison_rows, load_run, paired_test
+from aduni_hf.evaluation.compare import comparison_markdown, comparison_rows, load_run, paired_test
 from aduni_hf.evaluation.paper_results import PAPER_FIXED_ALPHA_001, rows_of
 from aduni_hf.methods import METHODS, MethodArguments
 
@@ -20,13 +20,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_run(
-    folder: Path, method: str, sampler: str, accuracies, f1s, dataset="isic2018", alpha_max=1.0, paper=None
-):
+    folder: Path, method: str, sampler: str, accuracies, f1s, dataset="isic2018", alpha_max=1.0, paper=None,
+    kappas=None,
+):  # fmt: skip
     folds = {
         str(k): {"accuracy": a, "macro_f1": f, "balanced_accuracy": f, "f1": {}, "seconds": 10.0}
         for k, (a, f) in enumerate(zip(accuracies, f1s, strict=True))
     }
-    mean = {m: sum(v[m] for v in folds.values()) / len(folds) for m in ("accuracy", "macro_f1")}
+    for k, kappa in enumerate(kappas or []):
+        folds[str(k)]["quadratic_kappa"] = kappa
+    names = ("accuracy", "macro_f1", "balanced_accuracy") + (("quadratic_kappa",) if kappas else ())
+    mean = {m: sum(v[m] for v in folds.values()) / len(folds) for m in names}
     std = {m: float(__import__("statistics").stdev([v[m] for v in folds.values()])) for m in mean}
     folder.mkdir(parents=True)
     results = {"method": method, "sampler": sampler, "dataset": f"data/{dataset}", "dataset_name": dataset,
@@ -121,22 +125,69 @@ def test_rows_take_the_papers_row_the_run_recorded(tmp_path):
 
 
 def test_the_script_writes_markdown_and_csv(tmp_path):
-    a = write_run(tmp_path / "aduni", "aduni", "none", [0.88, 0.87], [0.80, 0.81], dataset="aptos2019")
-    c = write_run(tmp_path / "ce", "ce", "none", [0.84, 0.85], [0.70, 0.72], dataset="aptos2019")
+    a = write_run(tmp_path / "aduni", "aduni", "none", [0.88, 0.87], [0.80, 0.81], dataset="aptos2019",
+                  kappas=[0.85, 0.83])  # fmt: skip
+    c = write_run(tmp_path / "ce", "ce", "none", [0.84, 0.85], [0.70, 0.72], dataset="aptos2019",
+                  kappas=[0.80, 0.79])  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "compare.py"), str(a), str(c), "--output", str(tmp_path / "out")],
         capture_output=True, text=True, env=env, check=True,
     )  # fmt: skip
+    # APTOS2019's own metric, quadratic weighted kappa, is its headline (bold), beside accuracy and macro-F1
+    assert "| method | folds | accuracy | macro-F1 | quadratic weighted kappa | paper accuracy |" in result.stdout
     assert (
-        "| ce | 0,1 | 0.845 ± 7.07e-03 | 0.710 ± 1.41e-02 | 0.813 ± 6.09e-03 | 0.603 ± 7.81e-03 |"
-        in result.stdout
+        "| ce | 0,1 | 0.845 ± 7.07e-03 | 0.710 ± 1.41e-02 | **0.795 ± 7.07e-03** | 0.813 ± 6.09e-03 | "
+        "0.603 ± 7.81e-03 |" in result.stdout
     )
+    assert "aptos2019: headline metric (in bold): quadratic weighted kappa, the metric the APTOS 2019" in result.stdout
     assert (tmp_path / "out" / "comparison.md").read_text() == result.stdout
     rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "comparison.csv").read_text())))
     assert [row["method"] for row in rows] == ["aduni", "ce"]
+    assert rows[1]["headline_metric"] == "quadratic_kappa"
+    assert float(rows[1]["quadratic_kappa_vs_aduni"]) == pytest.approx(-0.045)
     missing = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "compare.py"), str(tmp_path / "nowhere")],
         capture_output=True, text=True, env=env,
     )  # fmt: skip
     assert missing.returncode != 0 and "no cv_results.json" in missing.stderr
+
+
+def test_each_data_sets_own_metric_gets_a_column_and_the_paired_test(tmp_path):
+    """ISIC2018 ranks by balanced multi-class accuracy, APTOS2019 by quadratic weighted kappa: each run shows its
+    own (bold) and '–' for the other's; the paired t-test runs on every metric, here against a hand computation."""
+    runs = [
+        load_run(write_run(tmp_path / "ia", "aduni", "none", [0.88, 0.87, 0.86], [0.80, 0.81, 0.78])),
+        load_run(write_run(tmp_path / "ic", "ce", "none", [0.84, 0.85, 0.85], [0.70, 0.72, 0.74])),
+        load_run(write_run(tmp_path / "aa", "aduni", "none", [0.8, 0.8, 0.8], [0.6, 0.6, 0.6], dataset="aptos2019",
+                           kappas=[0.85, 0.83, 0.80])),
+        load_run(write_run(tmp_path / "ac", "ce", "none", [0.8, 0.8, 0.8], [0.6, 0.6, 0.6], dataset="aptos2019",
+                           kappas=[0.80, 0.79, 0.78])),
+    ]  # fmt: skip
+    rows = comparison_rows(runs)
+    isic_ce, aptos_ce = rows[1], rows[3]
+    assert isic_ce["headline_metric"] == "balanced_accuracy" and isic_ce["quadratic_kappa_mean"] is None
+    assert aptos_ce["headline_metric"] == "quadratic_kappa" and aptos_ce["balanced_accuracy_mean"] is None
+    # balanced accuracy (written equal to macro-F1 here): differences -0.10, -0.09, -0.04
+    d = [-0.10, -0.09, -0.04]
+    mean, sd = sum(d) / 3, math.sqrt(sum((x - sum(d) / 3) ** 2 for x in d) / 2)
+    assert isic_ce["balanced_accuracy_vs_aduni"] == pytest.approx(mean)
+    assert isic_ce["balanced_accuracy_p"] == pytest.approx(2 * stats.t.sf(abs(mean / (sd / math.sqrt(3))), df=2))
+    assert aptos_ce["quadratic_kappa_vs_aduni"] == pytest.approx((-0.05 - 0.04 - 0.02) / 3)
+    markdown = comparison_markdown(rows)
+    line = next(row for row in markdown.splitlines() if row.startswith("| ce | 0,1,2 | 0.847"))
+    assert "| **0.720 ± 2.00e-02** | – |" in line  # ISIC's balanced accuracy in bold, no kappa
+    assert "isic2018: headline metric (in bold): balanced multi-class accuracy" in markdown
+    assert "ISIC 2018 Task 3's ranking metric" in markdown
+
+
+def test_an_older_cv_results_without_the_new_metrics_still_compares(tmp_path):
+    """A cv_results.json written before kappa was computed: its kappa cell is '–', its other columns stand."""
+    runs = [
+        load_run(write_run(tmp_path / "a", "aduni", "none", [0.8, 0.82], [0.7, 0.72], dataset="aptos2019")),
+        load_run(write_run(tmp_path / "c", "ce", "none", [0.78, 0.8], [0.6, 0.65], dataset="aptos2019",
+                           kappas=[0.7, 0.72])),
+    ]  # fmt: skip
+    rows = comparison_rows(runs)
+    assert rows[0]["quadratic_kappa_mean"] is None and rows[1]["quadratic_kappa_vs_aduni"] is None
+    assert rows[1]["macro_f1_vs_aduni"] == pytest.approx(-0.085)

@@ -11,6 +11,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 from aduni_hf.evaluation.cv_summary import REPORTED_MODELS
+from aduni_hf.evaluation.metric_names import dataset_metrics
 from aduni_hf.hub import render_cv_model_card, render_model_card
 from aduni_hf.hub.model_card import DATASET_BIASES, DEFAULT_TEMPLATE, MODEL_ID_PLACEHOLDER, UNKNOWN_BIAS
 
@@ -124,8 +125,12 @@ def test_run_card_model_index_and_content():
 
 def test_cv_card_model_index(cv_results):
     card = render_cv_model_card(cv_results, method_description="CV METHOD DESCRIPTION.", recipe=RECIPE)
-    assert metric_values(card) == {"accuracy": 0.84, "f1": 0.42}
+    # ISIC 2018's headline, balanced multi-class accuracy, comes first and is named as Task 3 names it
+    assert metric_values(card) == {"balanced_accuracy": 0.21, "accuracy": 0.84, "f1": 0.42}
     parsed = ModelCard(str(card)).data
+    first = parsed.eval_results[0]
+    assert first.metric_type == "balanced_accuracy"
+    assert first.metric_name == "Balanced multi-class accuracy (ISIC 2018 Task 3 ranking metric) (CV mean)"
     assert "cross-validation" in parsed.tags
     assert {r.dataset_type for r in parsed.eval_results} == {"isic2018"}
     assert {r.dataset_split for r in parsed.eval_results} == {
@@ -149,6 +154,9 @@ def test_cv_card_content(cv_results):
     assert (
         "| the model after the last epoch | 0.840 ± 7.08e-02 | 0.420 ± 3.54e-02 | 0.210 ± 1.77e-02 |" in text
     )
+    assert "| model | accuracy | macro-F1 | **balanced accuracy** |" in text
+    assert "Headline metric (in bold): balanced multi-class accuracy" in text
+    assert "ISIC 2018 Task 3's ranking metric" in text
     assert (
         "| the model with the best validation macro_f1 (inner validation split) | 0.830 ± 1.00e-02 |" in text
     )
@@ -184,6 +192,56 @@ def test_cv_card_with_model_id_and_without_optional_rows(cv_results):
     assert "SELECTED ON THE TEST FOLD" not in text and "best validation" not in text
     assert "paper, 5-fold mean" not in text and "reads the test fold every epoch" not in text
     assert UNKNOWN_BIAS in text
+
+
+def test_run_card_of_aptos_shows_kappa_as_its_headline():
+    """APTOS2019's card: quadratic weighted kappa in bold beside accuracy, macro-F1 and balanced accuracy, first
+    in the model-index with its weights; its value in every reported model's row."""
+    results = {
+        "test_accuracy": 0.8, "test_macro_f1": 0.6, "test_balanced_accuracy": 0.55, "test_quadratic_kappa": 0.87654,
+        "test_roc_auc": 0.9, "test_f1_nevus": 0.9, "test_f1_melanoma": 0.5, "test_f1_bcc": 0.4,
+        "test_best_val_accuracy": 0.79, "test_best_val_macro_f1": 0.61, "test_best_val_balanced_accuracy": 0.5,
+        "test_best_val_quadratic_kappa": 0.81, "test_best_val_epoch": 3.0,
+    }  # fmt: skip
+    card = run_card(results=results, dataset_name="aptos2019", dataset_key="aptos2019", paper=None)
+    parsed = ModelCard(str(card)).data.eval_results
+    assert [(r.metric_type, r.metric_value) for r in parsed] == [
+        ("cohen_kappa", 0.8765), ("accuracy", 0.8), ("f1", 0.6), ("balanced_accuracy", 0.55)
+    ]
+    assert parsed[0].metric_name == "Quadratic weighted kappa" and parsed[0].metric_args == {"weights": "quadratic"}
+    text = card.text
+    assert "| model | accuracy | macro-F1 | balanced accuracy | **quadratic weighted kappa** |" in text
+    assert "| final model (last epoch) | 0.8000 | 0.6000 | 0.5500 | 0.8765 |" in text
+    assert "| best on the inner validation split (epoch 3) | 0.7900 | 0.6100 | 0.5000 | 0.8100 |" in text
+    assert "the metric the APTOS 2019 Blindness Detection competition ranked by" in text
+    assert "ROC-AUC" not in text  # not one of APTOS's metrics: in test_results.json only
+
+
+def test_run_card_metrics_follow_the_data_sets_metadata():
+    """RetinaMNIST (ROC-AUC headline, kappa too); a data set's metadata overrides its source's default; an
+    undefined value (NaN) is shown in the table and left out of the model-index; the paper's row has '–' there."""
+    results = {
+        "test_accuracy": 0.5, "test_macro_f1": 0.4, "test_balanced_accuracy": 0.45,
+        "test_quadratic_kappa": float("nan"), "test_roc_auc": 0.75,
+    }  # fmt: skip
+    card = run_card(results=results, dataset_name="retinamnist", dataset_key="retinamnist")
+    assert [r.metric_type for r in ModelCard(str(card)).data.eval_results] == [
+        "roc_auc", "accuracy", "f1", "balanced_accuracy"
+    ]  # fmt: skip
+    text = card.text
+    header = "| model | accuracy | macro-F1 | balanced accuracy | **ROC-AUC (macro, one-vs-rest)** | quadratic weighted kappa |"
+    assert header in text
+    assert "| final model (last epoch) | 0.5000 | 0.4000 | 0.4500 | 0.7500 | nan |" in text
+    assert "| paper, 5-fold mean (Cong et al. 2022) | 0.878 ± 4.36e-03 | 0.751 ± 1.23e-02 | – | – | – |" in text
+    assert "the metric MedMNIST reports with accuracy" in text
+    custom = run_card(results=results, metrics=dataset_metrics({"headline_metric": "accuracy", "dataset_metrics": []}))
+    assert "| model | **accuracy** | macro-F1 | balanced accuracy |" in custom.text
+    assert "Headline metric (in bold): accuracy." in custom.text
+
+
+def test_an_unknown_metric_in_the_metadata_is_refused_naming_it():
+    with pytest.raises(ValueError, match=r"data/x: its metadata, headline_metric: unknown metric\(s\) \['auroc'\]"):
+        dataset_metrics({"headline_metric": "auroc"}, where="data/x: its metadata")
 
 
 def test_both_cards_come_from_the_one_template(cv_results):

@@ -12,8 +12,9 @@ one layout, in this order:
    skip_invalid, because the label set of a data set is fixed;
 4. folds: `assign_folds`, grouped when the items carry groups;
 5. metadata: the fold assignment, its seed, the class counts (overall and per fold), `image_size`, the
-   content fingerprint of the images (`fingerprint.py`) and the left-out items, stored as JSON in
-   `dataset.info.description` (which `save_to_disk` keeps; read it back with `dataset_metadata`).
+   content fingerprint of the images (`fingerprint.py`), the left-out items and the data set's own metrics
+   (`headline_metric`, `dataset_metrics`), stored as JSON in `dataset.info.description` (which `save_to_disk`
+   keeps; read it back with `dataset_metadata`).
 
 Bad items follow the rule of `validation.py`: raise by default, leave out and report with skip_invalid.
 """
@@ -65,6 +66,7 @@ def assemble_dataset(
     cache_dir: str | Path | None = None,
     num_workers: int = 0,
     extra_metadata: dict[str, Any] | None = None,
+    metrics: Sequence[str] = ("macro_f1",),
 ) -> datasets.Dataset:
     """Check `items`, decode their images and build the Dataset (module docstring).
 
@@ -72,7 +74,8 @@ def assemble_dataset(
     groups, then the items' extras. `invalid` holds what the reader already reported (a fresh one that raises
     when not given); `id_name` is what the source calls an image id in messages (e.g. APTOS's "id_code").
     `image_size`, `cache_dir` and `num_workers` are as in `prepare_images`; `extra_metadata` is the source's
-    own metadata (e.g. which CSV it read).
+    own metadata (e.g. which CSV it read); `metrics` are the ones the data set is ranked by, its headline first
+    (`sources.builders.SOURCE_METRICS`; the metric names of aduni_hf/evaluation/metric_names.py).
     """
     if invalid is None:
         invalid = InvalidItems(skip_invalid=False, source=source)
@@ -119,6 +122,8 @@ def assemble_dataset(
         "image_size": image_size,
         FINGERPRINT_KEY: content_fingerprint(images),
         "invalid_items": invalid.as_records(),
+        "headline_metric": metrics[0],
+        "dataset_metrics": list(metrics),
         **(extra_metadata or {}),
     }
     info = datasets.DatasetInfo(description=json.dumps(metadata), features=datasets.Features(features))

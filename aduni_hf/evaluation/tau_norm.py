@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from .features import pooled_features
-from .metrics import classification_metrics
+from .metrics import classification_metrics, softmax
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,14 @@ def select_tau(
         scores[tau] = classification_metrics(predictions.numpy(), labels.numpy(), class_names)["macro_f1"]
     best = max(scores.values())
     return min(tau for tau, score in scores.items() if score == best), scores
+
+
+def tau_norm_metrics(
+    features: Tensor, labels: Tensor, weight: Tensor, tau: float, class_names: Sequence[str]
+) -> dict[str, float]:
+    """Every metric of the tau-normalised classifier: its argmax and, for ROC-AUC, the softmax of its logits."""
+    logits = tau_norm_logits(features, weight, tau).numpy()
+    return classification_metrics(logits.argmax(axis=1), labels.numpy(), class_names, probabilities=softmax(logits))
 
 
 def tau_norm_evaluation(
@@ -65,11 +73,9 @@ def tau_norm_evaluation(
         tau,
         ", ".join(f"{t:g}: {s:.4f}" for t, s in scores.items()),
     )
-    val_predictions = tau_norm_logits(val_features, weight, tau).argmax(dim=1)
-    val_metrics = classification_metrics(val_predictions.numpy(), val_labels.numpy(), class_names)
+    val_metrics = tau_norm_metrics(val_features, val_labels, weight, tau, class_names)
     test_features, test_labels = pooled_features(model, test_dataset, batch_size, device)
-    test_predictions = tau_norm_logits(test_features, weight, tau).argmax(dim=1)
-    test_metrics = classification_metrics(test_predictions.numpy(), test_labels.numpy(), class_names)
+    test_metrics = tau_norm_metrics(test_features, test_labels, weight, tau, class_names)
     return (
         {f"eval_tau_norm_{key}": value for key, value in val_metrics.items()},
         {**{f"test_tau_norm_{key}": value for key, value in test_metrics.items()}, "tau_norm_tau": tau},

@@ -9,6 +9,7 @@ is a readable copy that a test keeps identical.
 from __future__ import annotations
 
 import importlib.metadata
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,13 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..evaluation.cv_summary import FOLD_PREFIX, REPORTED_MODELS, paper_format
+from ..evaluation.metric_names import (
+    CARD_METRICS,
+    DatasetMetrics,
+    dataset_metrics,
+    headline_sentence,
+    metric_label,
+)
 from ..version import __version__
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parent / "model_card_template.md"
@@ -68,17 +76,44 @@ _CARD_TAGS = ["aduni", "imbalanced-classification", "contrastive-learning", "med
 _PAPER_LABEL = "paper, 5-fold mean (Cong et al. 2022)"
 
 
-def _paper_row(paper: Mapping[str, Sequence[float]]) -> dict[str, str]:
+# How the model-index names each metric: (metric type, name, metric args); the Hub reads the type as an id.
+MODEL_INDEX_METRICS = {
+    "accuracy": ("accuracy", "Accuracy", None),
+    "macro_f1": ("f1", "Macro-F1", {"average": "macro"}),
+    "balanced_accuracy": ("balanced_accuracy", "Balanced accuracy", None),
+    "quadratic_kappa": ("cohen_kappa", "Quadratic weighted kappa", {"weights": "quadratic"}),
+    "roc_auc": ("roc_auc", "ROC-AUC (macro, one-vs-rest)", {"average": "macro", "multi_class": "ovr"}),
+}
+# ISIC 2018 Task 3 calls its ranking metric (the mean recall over the classes) balanced multi-class accuracy.
+ISIC_BALANCED_ACCURACY = "Balanced multi-class accuracy (ISIC 2018 Task 3 ranking metric)"
+
+
+def _card_columns(metrics: DatasetMetrics) -> tuple[str, ...]:
+    """The results table's metric columns: accuracy, macro-F1, balanced accuracy, then the data set's own."""
+    return metrics.columns(CARD_METRICS)
+
+
+def _column_headers(metrics: DatasetMetrics) -> list[str]:
+    """The column headers, the headline metric in bold."""
+    columns = _card_columns(metrics)
+    return [f"**{metric_label(n)}**" if n == metrics.headline else metric_label(n) for n in columns]
+
+
+def _paper_row(paper: Mapping[str, Sequence[float]], columns: Sequence[str]) -> dict[str, Any]:
+    """The paper's 5-fold mean ± std (accuracy and macro-F1 only; '–' in the other columns)."""
     return {
         "label": _PAPER_LABEL,
-        "accuracy": paper_format(*paper["accuracy"]),
-        "macro_f1": paper_format(*paper["macro_f1"]),
-        "balanced_accuracy": "–",
+        "values": [paper_format(*paper[name]) if name in paper else "–" for name in columns],
     }
 
 
-def result_rows(results: Mapping[str, float], paper: Mapping[str, tuple[float, float]] | None) -> list[dict]:
-    """The run card's results table: the final model, the other reported models, the paper's 5-fold mean."""
+def result_rows(
+    results: Mapping[str, float],
+    paper: Mapping[str, tuple[float, float]] | None,
+    columns: Sequence[str] = CARD_METRICS,
+) -> list[dict]:
+    """The run card's results table: the final model, the other reported models, the paper's 5-fold mean; one
+    value per metric of `columns` ('–' where the results lack it)."""
     rows = [("final model (last epoch)", "test", None)]
     rows += [(label, prefix, results.get(f"{prefix}_epoch")) for prefix, label in SELECTED_ROWS]
     table = []
@@ -88,18 +123,22 @@ def result_rows(results: Mapping[str, float], paper: Mapping[str, tuple[float, f
         table.append(
             {
                 "label": label.format(epoch=epoch) if epoch is not None else label,
-                **{
-                    name: f"{float(results[f'{prefix}_{name}']):.4f}"
-                    for name in ("accuracy", "macro_f1", "balanced_accuracy")
-                },
+                "values": [
+                    f"{float(results[f'{prefix}_{name}']):.4f}" if f"{prefix}_{name}" in results else "–"
+                    for name in columns
+                ],
             }
         )
     if paper:
-        table.append(_paper_row(paper))
+        table.append(_paper_row(paper, columns))
     return table
 
 
-def cv_result_rows(results: Mapping[str, Any], paper: Mapping[str, Sequence[float]] | None) -> list[dict]:
+def cv_result_rows(
+    results: Mapping[str, Any],
+    paper: Mapping[str, Sequence[float]] | None,
+    columns: Sequence[str] = CARD_METRICS,
+) -> list[dict]:
     """The cross-validation card's results table: every reported model (`REPORTED_MODELS`) present in
     `results` as mean ± std over the folds, then the paper's row. The model chosen on the test fold says so."""
     table = []
@@ -114,31 +153,52 @@ def cv_result_rows(results: Mapping[str, Any], paper: Mapping[str, Sequence[floa
         table.append(
             {
                 "label": label,
-                **{
-                    name: paper_format(float(mean[name]), float(std[name]))
-                    for name in ("accuracy", "macro_f1", "balanced_accuracy")
-                },
+                "values": [
+                    paper_format(float(mean[name]), float(std[name])) if name in mean else "–"
+                    for name in columns
+                ],
             }
         )
     if paper:
-        table.append(_paper_row(paper))
+        table.append(_paper_row(paper, columns))
     return table
 
 
-def _eval_result(
-    dataset_type: str, dataset_name: str, split: str, metric_type: str, metric_name: str, value: float
-) -> EvalResult:
-    return EvalResult(
-        task_type="image-classification",
-        task_name="Image Classification",
-        dataset_type=dataset_type,
-        dataset_name=dataset_name,
-        dataset_split=split,
-        metric_type=metric_type,
-        metric_name=metric_name,
-        metric_value=round(float(value), 4),
-        **({"metric_args": {"average": "macro"}} if metric_type == "f1" else {}),
-    )
+def model_index(
+    values: Mapping[str, float], metrics: DatasetMetrics, dataset: tuple[str, str, str], suffix: str = ""
+) -> list[EvalResult]:
+    """The model-index entries: the headline metric first, then the other columns of the card, each that
+    `values` holds as a finite number (an undefined kappa or AUC is NaN: shown in the table, not indexed).
+    `dataset` is (type, name, split); `suffix` ends every metric name (e.g. " (CV mean)")."""
+    dataset_type, dataset_name, split = dataset
+    ordered = [metrics.headline, *(n for n in _card_columns(metrics) if n != metrics.headline)]
+    entries = []
+    for name in ordered:
+        value = values.get(name)
+        if value is None or not math.isfinite(float(value)):
+            continue
+        metric_type, metric_name, metric_args = MODEL_INDEX_METRICS[name]
+        if name == "balanced_accuracy" and dataset_type == "isic2018":
+            metric_name = ISIC_BALANCED_ACCURACY
+        entries.append(
+            EvalResult(
+                task_type="image-classification",
+                task_name="Image Classification",
+                dataset_type=dataset_type,
+                dataset_name=dataset_name,
+                dataset_split=split,
+                metric_type=metric_type,
+                metric_name=metric_name + suffix,
+                metric_value=round(float(value), 4),
+                **({"metric_args": metric_args} if metric_args else {}),
+            )
+        )
+    return entries
+
+
+def _card_metric_ids(metrics: DatasetMetrics) -> list[str]:
+    """The card's `metrics` (Hub metric ids) of its model-index, each once."""
+    return list(dict.fromkeys(MODEL_INDEX_METRICS[name][0] for name in _card_columns(metrics)))
 
 
 def _render(card_data: ModelCardData, template_path: str | Path | None = None, **variables: Any) -> ModelCard:
@@ -177,24 +237,24 @@ def render_model_card(
     dataset_key: str = "",
     paper: Mapping[str, tuple[float, float]] | None = None,
     figures: Sequence[tuple[str, str]] = (),
+    metrics: DatasetMetrics | None = None,
 ) -> ModelCard:
-    """A single run's `huggingface_hub.ModelCard`, its YAML carrying the test-fold results as a model-index."""
+    """A single run's `huggingface_hub.ModelCard`, its YAML carrying the test-fold results as a model-index.
+
+    `metrics` are the data set's own (its metadata's `headline_metric` and `dataset_metrics`); by default those of
+    the source `dataset_key` (aduni_hf/evaluation/metric_names.py)."""
+    if metrics is None:
+        metrics = dataset_metrics({"source": dataset_key or dataset_name})
     split = f"fold {test_fold} of {num_folds} (held out)"
+    test_values = {name: results[f"test_{name}"] for name in _card_columns(metrics) if f"test_{name}" in results}
     card_data = ModelCardData(
         model_name=model_name,
         license="apache-2.0",
         library_name="transformers",
         pipeline_tag="image-classification",
         tags=[*_CARD_TAGS, "timm"],
-        metrics=["accuracy", "f1"],
-        eval_results=[
-            _eval_result(dataset_name, dataset_name, split, metric_type, metric_name, results[key])
-            for key, metric_type, metric_name in (
-                ("test_accuracy", "accuracy", "Accuracy"),
-                ("test_macro_f1", "f1", "Macro-F1"),
-                ("test_balanced_accuracy", "balanced_accuracy", "Balanced accuracy"),
-            )
-        ],
+        metrics=_card_metric_ids(metrics),
+        eval_results=model_index(test_values, metrics, (dataset_name, dataset_name, split)),
     )
     counts = [int(c) for c in train_class_counts]
     nonzero = [c for c in counts if c > 0]
@@ -221,7 +281,9 @@ def render_model_card(
         ],
         recipe=list(recipe.items()),
         selection_note=selection_note,
-        result_rows=result_rows(results, paper),
+        metric_headers=_column_headers(metrics),
+        result_rows=result_rows(results, paper, _card_columns(metrics)),
+        headline_sentence=headline_sentence(metrics, dataset_key or dataset_name),
         paper=bool(paper),
         official="test_official_selection_accuracy" in results,
         figures=list(figures),
@@ -238,7 +300,8 @@ def render_cv_model_card(
     model_id: str = "",
 ) -> ModelCard:
     """The summary card of a cross-validation folder from its `cv_results.json` content (`results`), its YAML
-    carrying the mean over the test folds of accuracy and macro-F1 as a model-index.
+    carrying the mean over the test folds of the data set's headline metric, accuracy, macro-F1 and its other
+    metrics as a model-index (`headline_metric`, `dataset_metrics`; else those of its source).
 
     `results["paper"]` is the paper's row for this method and data set (None when it has none); `recipe` maps each
     setting to its value in force (the recipe table); `figures` are (caption, path relative to the folder);
@@ -249,20 +312,17 @@ def render_cv_model_card(
     class_names = list(results["class_names"])
     fold_ids = sorted(results["folds"], key=int)
     split = f"{len(fold_ids)}-fold cross-validation (folds {', '.join(fold_ids)}), mean of the test folds"
+    metrics = dataset_metrics(results, where="cv_results.json")
     card_data = ModelCardData(
         model_name=model_id or f"aduni_hf {results['method']} cross-validation",
         license="apache-2.0",
         library_name="transformers",
         pipeline_tag="image-classification",
         tags=[*_CARD_TAGS, "cross-validation"],
-        metrics=["accuracy", "f1"],
-        eval_results=[
-            _eval_result(dataset_key, str(results.get("dataset")), split, metric_type, metric_name, mean[key])
-            for key, metric_type, metric_name in (
-                ("accuracy", "accuracy", "Accuracy (CV mean)"),
-                ("macro_f1", "f1", "Macro-F1 (CV mean)"),
-            )
-        ],
+        metrics=_card_metric_ids(metrics),
+        eval_results=model_index(
+            mean, metrics, (dataset_key, str(results.get("dataset")), split), suffix=" (CV mean)"
+        ),
     )
     nan = float("nan")
     paper = results.get("paper")
@@ -285,7 +345,9 @@ def render_cv_model_card(
             for name in class_names
         ],
         recipe=[(key, value) for key, value in recipe.items() if value is not None],
-        result_rows=cv_result_rows(results, paper),
+        metric_headers=_column_headers(metrics),
+        result_rows=cv_result_rows(results, paper, _card_columns(metrics)),
+        headline_sentence=headline_sentence(metrics, dataset_key),
         paper=bool(paper),
         official="official_test_selection" in results,
         figures=list(figures),

@@ -2,7 +2,8 @@
 
     output_dir/fold_<k>/      a normal training run with test_fold k (scripts/train.py's folder)
     output_dir/cv_recipe.json the recipe every fold trains with (written before the first fold)
-    output_dir/cv_results.json per fold and mean/std of accuracy, macro-F1, balanced accuracy, per-class F1
+    output_dir/cv_results.json per fold and mean/std of accuracy, macro-F1, balanced accuracy, quadratic weighted
+                               kappa, ROC-AUC and per-class F1; the data set's own metrics, its headline first
     output_dir/cv_results (.md) the same as a markdown table in the paper's format (0.878 ± 4.36e-03)
 
 A fold whose folder holds test_results.json (written last by a run) is finished and not trained again; a fold
@@ -35,6 +36,7 @@ from ..evaluation.cv_summary import (
     results_markdown,
     summarise_folds,
 )
+from ..evaluation.metric_names import DatasetMetrics, dataset_metrics, metric_label
 from ..hub import render_cv_model_card
 from ..hub.push import CV_ALLOW_PATTERNS, CV_IGNORE_PATTERNS, push_folder
 from ..methods import METHODS, Method, MethodArguments
@@ -42,10 +44,11 @@ from ..training import AdUniTrainingArguments
 from ..utils import write_atomic
 from .arguments import DataArguments, ModelArguments
 from .checks import check_recipe
-from .errors import RunFolderError
+from .errors import RecipeError, RunFolderError
 from .experiment_figures import experiment_figures
 from .results import recipe_summary
 from .run import resolved_config, run_training
+from .run_data import prepared_metadata
 from .run_folder import FINISHED_NAME, RESUMABLE_FIELDS, differs
 from .run_lock import run_folder_lock
 
@@ -222,6 +225,7 @@ def run_cross_validation(
     training_args.device  # noqa: B018  (sets up the processes: process_index is 0 everywhere before it)
     method = METHODS[method_args.method]
     check_recipe(model_args, data_args, method_args, training_args, method)  # before any fold trains
+    data_source_metrics(data_args)  # the data set's metrics: one its metadata names wrongly fails here
     # One writer per cross-validation folder (each fold's run also locks its own folder: run_lock.py).
     with run_folder_lock(training_args.output_dir, main_process=training_args.process_index == 0):
         seconds = train_folds(model_args, data_args, method_args, training_args, folds)
@@ -274,6 +278,21 @@ def train_folds(
     return seconds
 
 
+def data_source_metrics(data_args: DataArguments) -> tuple[str, DatasetMetrics]:
+    """(the registered source of the run's data: that of a prepared data set's metadata, else `dataset`; the
+    metrics it reports, its headline first)."""
+    if data_args.dataset_path is not None:
+        metadata = prepared_metadata(data_args.dataset_path)
+        where = f"dataset_path={data_args.dataset_path!r} (its metadata)"
+    else:
+        metadata, where = {"source": data_args.dataset}, f"dataset={data_args.dataset!r}"
+    source = str(metadata.get("source") or data_args.dataset)
+    try:
+        return source, dataset_metrics({"source": source, **metadata}, where=where)
+    except ValueError as error:  # a metric name this version does not know
+        raise RecipeError(str(error)) from error
+
+
 def write_cv_results(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -288,12 +307,14 @@ def write_cv_results(
     recipe = cv_recipe(model_args, data_args, method_args, training_args)
     config = json.loads((fold_dir(output_dir, folds[0]) / "config.json").read_text())
     class_names = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+    source, reported = data_source_metrics(data_args)
     description = {
         "title": f"{method_args.method} (sampler {method_args.sampler}) on {data_args.dataset_path or data_args.dataset}",
         "method": method_args.method,
         "sampler": method_args.sampler,
         "dataset": data_args.dataset_path or data_args.dataset,
-        "dataset_name": data_args.dataset,  # the registered name: isic2018, aptos2019, digits_lt, ...
+        "dataset_name": source,  # the registered name: isic2018, aptos2019, digits_lt, ...
+        **reported.as_metadata(),  # headline_metric, dataset_metrics
         "num_folds": data_args.num_folds,
         "class_names": class_names,
         "selection": "the model after the last epoch"
@@ -301,7 +322,7 @@ def write_cv_results(
         else f"the checkpoint with the best validation {training_args.metric_for_best_model}",
         "selection_metric": training_args.selection_metric,
         "recipe": recipe,
-        "paper": method.paper_row(data_args.dataset, method_args.sampler, method_args),  # Tables 1-2, or None
+        "paper": method.paper_row(source, method_args.sampler, method_args),  # Tables 1-2, or None
     }
     results = collect_results(output_dir, folds, seconds, description)
     if main:
@@ -310,8 +331,10 @@ def write_cv_results(
         summary = recipe_summary(model_args, data_args, method_args, training_args, method)
         write_summary(output_dir, results, training_args, summary)
         mean, std = results["mean"], results["std"]
+        shown = [name for name in reported.columns() if name in mean]
         print(
-            f"{len(results['folds'])} folds: accuracy {paper_format(mean['accuracy'], std['accuracy'])}, "
-            f"macro-F1 {paper_format(mean['macro_f1'], std['macro_f1'])} ({output_dir / CV_MARKDOWN_NAME})"
+            f"{len(results['folds'])} folds: "
+            + ", ".join(f"{metric_label(name)} {paper_format(mean[name], std[name])}" for name in shown)
+            + f" ({output_dir / CV_MARKDOWN_NAME})"
         )
     return results

@@ -12,6 +12,7 @@ from huggingface_hub import ModelCard
 
 from ..evaluation.features import pooled_features
 from ..evaluation.figures import class_loss_figure, confusion_matrix_figure, schedule_figure, tsne_figure
+from ..evaluation.metric_names import dataset_metrics
 from ..hub import render_model_card
 from ..methods import Method, MethodArguments
 from ..training import OFFICIAL_SELECTION, VALIDATION_SELECTION, AdUniTrainer, AdUniTrainingArguments
@@ -162,7 +163,9 @@ def run_model_card(
     method: Method,
     figures: list[tuple[str, str]],
 ) -> ModelCard:
-    """The run's model card: its test results beside the paper's, its recipe, figures and limitations."""
+    """The run's model card: its test results beside the paper's, its recipe, figures and limitations. The data
+    set's source (a prepared data set's metadata says which) picks its biases, the paper's row and its metrics."""
+    source = str(data.metadata.get("source") or data_args.dataset)
     return render_model_card(
         model_name=output_dir.name,
         model_id=training_args.hub_model_id or output_dir.name,
@@ -178,8 +181,9 @@ def run_model_card(
         backbone=model_args.backbone,
         projection_dim=model_args.projection_dim,
         image_size=model_args.image_size,
-        dataset_key=data_args.dataset,
-        paper=method.paper_row(data_args.dataset, method_args.sampler, method_args),
+        dataset_key=source,
+        paper=method.paper_row(source, method_args.sampler, method_args),
         figures=figures,
         selection_note=selection_note(training_args, method.num_stages),
+        metrics=dataset_metrics({"source": source, **data.metadata}),
     )

@@ -26,6 +26,7 @@ from ..data import (
     eval_transform,
     split_by_fold,
 )
+from ..evaluation.metric_names import dataset_metrics
 from .arguments import DataArguments, ModelArguments
 from .errors import RecipeError
 
@@ -202,11 +203,16 @@ def read_run_data(data_args: DataArguments, model_args: ModelArguments) -> RunDa
         dict(zip(class_names, train_counts, strict=True)),
     )
     evaluation = eval_transform(model_args.image_size)
+    metadata = dataset_metadata(dataset)
+    try:  # the metrics its card reports: a name this version does not know fails now, not after training
+        dataset_metrics(metadata, where=f"{data_args.dataset_path or data_args.dataset}: its metadata")
+    except ValueError as error:
+        raise RecipeError(str(error)) from error
     return RunData(
         splits=splits,
         class_names=class_names,
         train_counts=train_counts,
-        metadata=dataset_metadata(dataset),
+        metadata=metadata,
         record=data_record(dataset, splits),
         val_dataset=SingleViewDataset(splits.val, evaluation) if len(splits.val) else None,
         test_dataset=SingleViewDataset(splits.test, evaluation),

@@ -10,7 +10,7 @@ from aduni_hf.data.validation import InvalidItems, Location
 
 METADATA_KEYS = [
     "source", "num_folds", "fold_seed", "fold_method", "class_names", "class_counts", "fold_counts",
-    "image_size", "content_fingerprint", "invalid_items",
+    "image_size", "content_fingerprint", "invalid_items", "headline_metric", "dataset_metrics",
 ]  # fmt: skip
 
 

@@ -19,7 +19,7 @@ from ..assemble import RawItem, assemble_dataset
 from ..csv_table import read_csv_table
 from ..images import match_image_files
 from ..validation import InvalidItems, Location, require_layout
-from .builders import DATASETS
+from .builders import DATASETS, SOURCE_METRICS
 
 TRAIN_CSV = "train.csv"
 TRAIN_IMAGES = "train_images"
@@ -83,6 +83,7 @@ def build_aptos2019(
         items,
         APTOS_CLASS_NAMES,
         source="aptos2019",
+        metrics=SOURCE_METRICS["aptos2019"],
         num_folds=num_folds,
         seed=seed,
         invalid=invalid,

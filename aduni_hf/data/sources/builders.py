@@ -11,6 +11,16 @@ from ...registry import Registry
 
 DATASETS: Registry[Callable[..., datasets.Dataset]] = Registry("dataset")
 
+# The metrics each built-in source's community ranks by, its headline first (docs/method.md, "Evaluation and
+# folds"). The source writes them into its data set's metadata (`assemble_dataset(metrics=...)`); a data set
+# prepared before the metadata carried them gets these by its source's name; any other source reports macro-F1.
+SOURCE_METRICS: dict[str, tuple[str, ...]] = {
+    "isic2018": ("balanced_accuracy",),  # ISIC 2018 Task 3 ranked by balanced multi-class accuracy
+    "aptos2019": ("quadratic_kappa",),  # the APTOS 2019 Kaggle competition ranked by quadratic weighted kappa
+    "dermamnist": ("roc_auc",),  # MedMNIST reports ROC-AUC (and accuracy)
+    "retinamnist": ("roc_auc", "quadratic_kappa"),  # MedMNIST's ROC-AUC; ordinal grades, so kappa too
+}
+
 
 def build_dataset(
     name: str, data_dir: str | None = None, num_folds: int = 5, seed: int = 42, **options: Any

@@ -26,7 +26,7 @@ from ..assemble import RawItem, assemble_dataset
 from ..csv_table import CsvRow, read_csv_table
 from ..images import match_image_files
 from ..validation import DataValidationError, InvalidItems, require_layout
-from .builders import DATASETS
+from .builders import DATASETS, SOURCE_METRICS
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +180,7 @@ def build_isic2018(
         items,
         class_names,
         source="isic2018",
+        metrics=SOURCE_METRICS["isic2018"],
         num_folds=num_folds,
         seed=seed,
         invalid=invalid,

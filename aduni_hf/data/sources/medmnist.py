@@ -20,7 +20,7 @@ from PIL import Image
 from ..assemble import RawItem, assemble_dataset
 from ..images import as_rgb
 from ..validation import DataValidationError, InvalidItems, Location
-from .builders import DATASETS
+from .builders import DATASETS, SOURCE_METRICS
 
 SPLITS = ("train", "val", "test")
 # MedMNIST's label order (INFO["dermamnist"]["label"]); the same 7 classes as ISIC2018 / HAM10000.
@@ -122,6 +122,7 @@ def build_medmnist(
         items,
         class_names,
         source=name,
+        metrics=SOURCE_METRICS[name],
         num_folds=num_folds,
         seed=seed,
         invalid=invalid,

@@ -1,4 +1,5 @@
-"""`evaluate` metric module of aduni_hf: accuracy, macro-F1, balanced accuracy and per-class F1.
+"""`evaluate` metric module of aduni_hf: accuracy, macro-F1, balanced accuracy, quadratic weighted kappa and
+per-class F1 (ROC-AUC needs probabilities: `aduni_hf.evaluation.classification_metrics` takes them).
 
 Load it offline from the installed package:
 
@@ -13,7 +14,8 @@ import evaluate
 
 from aduni_hf.evaluation.metrics import classification_metrics
 
-_DESCRIPTION = """Accuracy, macro-F1 (a never-predicted class scores 0), balanced accuracy and per-class F1, as
+_DESCRIPTION = """Accuracy, macro-F1 (a never-predicted class scores 0), balanced accuracy, quadratic weighted kappa
+(the class indices as ordered grades) and per-class F1, as
 reported for imbalanced medical image classification by aduni_hf (Cong et al., MLMI 2022)."""
 
 _KWARGS_DESCRIPTION = """
@@ -23,7 +25,7 @@ Args:
     class_names (`list` of `str`, optional): names of all classes, in index order; defaults to "0".."C-1" for
         C = 1 + the largest index seen. Per-class F1 keys are `f1_<name>`.
 Returns:
-    accuracy, macro_f1, balanced_accuracy, f1_<name> for every class.
+    accuracy, macro_f1, balanced_accuracy, quadratic_kappa, f1_<name> for every class.
 """
 
 
