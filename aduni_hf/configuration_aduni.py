@@ -48,6 +48,11 @@ class AdUniConfig(PreTrainedConfig):
             ResNet does not, so the default is `False` (docs/method.md, "Model").
         backbone_kwargs (`dict`, *optional*):
             Extra keyword arguments for `timm.create_model`.
+        backbone_pretrained (`str`, *optional*):
+            The encoder weights training started from, loaded by timm (`AdUniModel.load_pretrained_backbone`): a
+            local weights file (`.safetensors`, `.pth`), a local timm model folder (`config.json` and weights) or a
+            Hub id such as `timm/resnet18.a1_in1k`. `None`: from scratch. A record only for a saved model: neither
+            `__init__` nor `from_pretrained` loads it (the trained weights are in `model.safetensors`).
         num_labels / id2label / label2id / problem_type / return_dict / output_hidden_states: as in every
             transformers classification config.
 
@@ -102,6 +107,10 @@ class AdUniConfig(PreTrainedConfig):
     backbone_kwargs: dict | None = field(
         default=None, metadata={"help": "Extra keyword arguments for timm.create_model."}
     )
+    backbone_pretrained: str | None = field(
+        default=None,
+        metadata={"help": "Encoder weights timm loads to start from: a file, a timm folder or a Hub id; none: from scratch."},
+    )
 
     def __post_init__(self, **kwargs):
         self._validate_fields()
@@ -154,6 +163,12 @@ class AdUniConfig(PreTrainedConfig):
             raise ValueError(f"zero_init_last must be a bool, got {self.zero_init_last!r}")
         if self.backbone_kwargs is not None and not isinstance(self.backbone_kwargs, dict):
             raise ValueError(f"backbone_kwargs must be a dict or None, got {self.backbone_kwargs!r}")
+        source = self.backbone_pretrained
+        if source is not None and (not isinstance(source, str) or not source.strip()):
+            raise ValueError(
+                f"backbone_pretrained must be a weights file, a timm model folder or a Hub id (e.g. "
+                f"'timm/resnet18.a1_in1k'), or None for an encoder from scratch; got {source!r}"
+            )
 
 
 __all__ = ["AdUniConfig"]

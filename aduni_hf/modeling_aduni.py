@@ -14,9 +14,10 @@ beside it.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.utils import ModelOutput
 
 from .configuration_aduni import AdUniConfig
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -73,18 +76,162 @@ class AdUniImageClassifierOutput(ModelOutput):
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
-def create_backbone(config: AdUniConfig) -> nn.Module:
-    """Build the timm encoder from scratch, headless, with one pooled feature per image."""
+def create_backbone(config: AdUniConfig, pretrained: bool = False) -> nn.Module:
+    """Build the timm encoder, headless, with one pooled feature per image: from scratch, or (`pretrained=True`)
+    with the weights `config.backbone_pretrained` names, loaded by timm itself (`pretrained_backbone_source`).
+
+    A pretrained load that timm could only do in part (keys of the encoder missing from the weights, or keys of the
+    weights the encoder lacks: timm loads a headless model with `strict=False` and only logs them) is refused with
+    a `ValueError` naming the field and the keys, as is a Hub model of another architecture than `backbone`.
+    """
+    if not pretrained:
+        return _create_timm(config, config.backbone, pretrained=False)
+    source = config.backbone_pretrained
+    if not source:
+        raise ValueError("backbone_pretrained is not set: there are no encoder weights to load")
+    name, overlay = pretrained_backbone_source(config.backbone, source)
+    with _timm_load_report() as unmatched:
+        try:
+            backbone = _create_timm(config, name, pretrained=True, overlay=overlay)
+        except Exception as err:
+            raise _pretrained_error(source, name, err) from err
+    if unmatched:
+        raise ValueError(
+            f"backbone_pretrained={source!r}: timm could load these weights only in part into the {config.backbone} "
+            f"encoder (built headless with global_pool 'avg' and backbone_kwargs {config.backbone_kwargs or {}}): "
+            f"{' '.join(unmatched)} Give weights of a timm {config.backbone}, or set backbone (and backbone_kwargs) "
+            "as the weights were trained"
+        )
+    _check_architecture(config, source, backbone)
+    return backbone
+
+
+def _create_timm(config: AdUniConfig, name: str, pretrained: bool, overlay: dict | None = None) -> nn.Module:
     kwargs = {"num_classes": 0, "global_pool": "avg", "zero_init_last": config.zero_init_last}
     kwargs.update(config.backbone_kwargs or {})
+    if overlay:
+        kwargs["pretrained_cfg_overlay"] = overlay
     try:
-        return timm.create_model(config.backbone, pretrained=False, **kwargs)
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
     except TypeError as err:
         # Only residual families know `zero_init_last`; leave it out for the others when it is off.
         if "zero_init_last" not in str(err) or config.zero_init_last:
             raise
         kwargs.pop("zero_init_last")
-        return timm.create_model(config.backbone, pretrained=False, **kwargs)
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+
+
+# Suffixes of weight files: a `backbone_pretrained` ending so that is not on disk is a missing file, not a Hub id.
+_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".tar")
+_HUB_PREFIXES = ("hf-hub:", "hf_hub:")
+
+
+def pretrained_backbone_source(backbone: str, source: str) -> tuple[str, dict | None]:
+    """The model name and `pretrained_cfg_overlay` with which `timm.create_model(..., pretrained=True)` loads
+    `source`:
+
+    - a local file: `backbone` with `pretrained_cfg_overlay=dict(file=...)`; its normalisation is that of
+      `backbone`'s timm weights (its default tag, or the tag `backbone` names, e.g. `resnet18.tv_in1k`);
+    - a local folder holding a timm model (`config.json` and weights, as `hf download` leaves a Hub model):
+      timm's `local-dir:` source, which reads the architecture and normalisation from its config.json;
+    - otherwise a Hub id (`timm/resnet18.a1_in1k`, optionally prefixed `hf-hub:`): timm's `hf-hub:` source,
+      which downloads config.json and the weights into the Hugging Face cache.
+
+    Raises `FileNotFoundError` for a path that does not exist (a weights suffix, a leading `/`, `.` or `~`, or
+    not of the Hub's `owner/name` form).
+    """
+    path = Path(source).expanduser()
+    if path.is_file():
+        return backbone, {"file": str(path)}
+    if path.is_dir():
+        return f"local-dir:{path}", None
+    hub_id = source.split(":", 1)[1] if source.startswith(_HUB_PREFIXES) else source
+    if (
+        source.startswith(("/", ".", "~"))
+        or source.lower().endswith(_WEIGHT_SUFFIXES)
+        or hub_id.count("/") != 1
+        or (os.sep != "/" and os.sep in source)
+    ):
+        raise FileNotFoundError(
+            f"backbone_pretrained={source!r}: no such file or folder, and not a Hub id (owner/name). Give a local "
+            "weights file (.safetensors, .pth), a local timm model folder, or a Hub id such as "
+            "timm/resnet18.a1_in1k"
+        )
+    return f"hf-hub:{hub_id}", None
+
+
+def pretrained_backbone_cfg(config: AdUniConfig) -> dict:
+    """timm's `pretrained_cfg` of `config.backbone_pretrained` (its `mean` and `std` above all), as the encoder loaded
+    from it would carry it, without loading any weights (built on the meta device; a Hub model's config.json is
+    fetched into the cache)."""
+    source = config.backbone_pretrained
+    name, overlay = pretrained_backbone_source(config.backbone, source)
+    try:
+        with torch.device("meta"):
+            backbone = _create_timm(config, name, pretrained=False, overlay=overlay)
+    except Exception as err:
+        raise _pretrained_error(source, name, err) from err
+    _check_architecture(config, source, backbone)
+    return dict(backbone.pretrained_cfg)
+
+
+def _check_architecture(config: AdUniConfig, source: str, backbone: nn.Module) -> None:
+    """A Hub model or timm folder brings its own architecture: it must be the recipe's `backbone`."""
+    found = backbone.pretrained_cfg.get("architecture")
+    expected = timm.models.split_model_name_tag(config.backbone)[0]
+    if found is not None and found != expected:
+        raise ValueError(
+            f"backbone_pretrained={source!r} holds a timm {found!r}, but backbone is {config.backbone!r}: set "
+            f"backbone: {found}, or give weights of a {expected}"
+        )
+
+
+def _pretrained_error(source: str, name: str, err: Exception) -> Exception:
+    """`err` (raised while timm built or loaded `source`) as an error naming the field; for the Hub, how to use a
+    local copy instead (without network only what the cache holds loads)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    what = text if len(text) <= 600 else text[:600] + " ..."
+    from_hub = name.startswith("hf-hub:") and (
+        isinstance(err, OSError) or type(err).__module__.split(".")[0] in ("huggingface_hub", "httpx")
+    )
+    if not from_hub:
+        return ValueError(f"backbone_pretrained={source!r}: timm could not build the encoder from it: {what}")
+    hub_id = name.removeprefix("hf-hub:")
+    folder = hub_id.split("/")[-1]
+    return OSError(
+        f"backbone_pretrained={source!r}: timm could not fetch this Hub model ({type(err).__name__}: {what}). "
+        "Without network (HF_HUB_OFFLINE=1, or no connection) only a model already in the Hugging Face cache loads. "
+        f"Use a local copy: where there is network run `hf download {hub_id} --local-dir {folder}`, bring the folder "
+        f"here and set backbone_pretrained: {folder} (the folder; timm reads its config.json) or backbone_pretrained: "
+        f"{folder}/model.safetensors (the file alone, with the normalisation of backbone's timm weights)"
+    )
+
+
+@contextmanager
+def _timm_load_report():
+    """Collect what timm reports about a pretrained load it could not match key for key. timm loads a model whose
+    classifier it drops (`num_classes=0`, ours) with `strict=False` and only logs the missing keys (at info level)
+    and the unexpected ones (timm.models._builder, `load_pretrained`); here both are kept, to be refused. The
+    logger lets its records through as before (an info record only where info was enabled)."""
+    unmatched: list[str] = []
+    log = logging.getLogger("timm.models._builder")
+    shown_from = log.getEffectiveLevel()
+
+    def collect(record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith(("Missing keys", "Unexpected keys")):
+            keys = message.split(" discovered")[0].split(" found")[0]
+            unmatched.append((keys if len(keys) <= 600 else keys[:600] + " ...") + ".")
+        return record.levelno >= shown_from
+
+    level = log.level
+    log.addFilter(collect)
+    log.setLevel(min(shown_from, logging.INFO))
+    try:
+        yield unmatched
+    finally:
+        log.removeFilter(collect)
+        log.setLevel(level)
 
 
 def head_linear(in_features: int, out_features: int) -> nn.Linear:
@@ -430,31 +577,20 @@ class AdUniModel(AdUniPreTrainedModel):
                         module.register_forward_hook(_unfreeze_running_stats, always_call=True)
                     )
 
-    def load_backbone_weights(self, path: str | Path) -> None:
-        """Load encoder weights from a local timm/torchvision checkpoint (.safetensors, .pth or .bin).
+    def load_pretrained_backbone(self) -> None:
+        """Give the encoder the weights `config.backbone_pretrained` names, as timm loads them
+        (`timm.create_model(..., pretrained=True)`: a local file through `pretrained_cfg_overlay=dict(file=...)`, a
+        timm folder or a Hub id through timm's `local-dir:` / `hf-hub:` sources; see `create_backbone`).
 
-        Classifier keys of the checkpoint (for example `fc.*`) that the headless encoder does not have are
-        ignored; a missing encoder weight or a shape mismatch raises.
+        Called by the training recipe after the model is built, so that `post_init`'s initialisation cannot
+        overwrite the weights (docs/hf_stack.md, "Weight initialisation"); never by `__init__` or `from_pretrained`,
+        whose weights are the checkpoint's. The encoder's parameters and buffers (BatchNorm running statistics
+        included) are replaced in place; the heads are left as they are. On any error nothing is changed.
         """
-        path = Path(path)
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            for key in ("state_dict", "model"):
-                if isinstance(state, dict) and isinstance(state.get(key), dict):
-                    state = state[key]
-        own = self.backbone.state_dict()
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-        missing = sorted(set(own) - set(state))
-        if missing:
-            raise ValueError(f"{path}: encoder weights missing for {self.config.backbone}: {missing[:5]}...")
-        wrong = [k for k in own if tuple(state[k].shape) != tuple(own[k].shape)]
-        if wrong:
-            raise ValueError(f"{path}: shape mismatch for {wrong[:5]}")
-        self.backbone.load_state_dict({k: state[k] for k in own}, strict=True)
+        with torch.device("cpu"):
+            pretrained = create_backbone(self.config, pretrained=True)
+        self.backbone.load_state_dict(pretrained.state_dict())
+        logger.info("encoder weights loaded by timm from %s", self.config.backbone_pretrained)
 
     def forward(
         self,
@@ -516,8 +652,9 @@ class AdUniForImageClassification(AdUniPreTrainedModel):
         )
         self.post_init()
 
-    def load_backbone_weights(self, path: str | Path) -> None:
-        self.aduni.load_backbone_weights(path)
+    def load_pretrained_backbone(self) -> None:
+        """Load `config.backbone_pretrained` into the encoder (`AdUniModel.load_pretrained_backbone`)."""
+        self.aduni.load_pretrained_backbone()
 
     def forward(
         self,

@@ -27,6 +27,7 @@ NON_DEFAULT_FIELDS = {
     "image_size": 96,
     "zero_init_last": True,
     "backbone_kwargs": {"drop_path_rate": 0.1},
+    "backbone_pretrained": "timm/resnet10t.c3_in1k",
 }
 
 # The AdUni fields: name -> (type annotation, default). Another part of the project generates the recipe's
@@ -40,6 +41,7 @@ FIELDS = {
     "image_size": ("int", 384),
     "zero_init_last": ("bool", False),
     "backbone_kwargs": ("dict | None", None),
+    "backbone_pretrained": ("str | None", None),
 }
 
 # Attributes a `PreTrainedConfig` keeps whatever the model (legacy common attributes, text-model attributes,

@@ -1,5 +1,6 @@
 """Tests of `AdUniModel` / `AdUniForImageClassification`: the architecture of docs/method.md, "Model" (Cong et al.
-2022), its initialisation (docs/hf_stack.md, "Weight initialisation"), encoder weights and save/load.
+2022), its initialisation (docs/hf_stack.md, "Weight initialisation") and save/load (encoder weights to start from:
+test_backbone_pretrained.py).
 
 Real timm models, built from scratch (no download), at tiny image sizes.
 """
@@ -246,62 +247,6 @@ def test__backbone_with_head_hidden_size_runs():
         out = model(images(batch=2))
     assert out.logits.shape == (2, NUM_LABELS)
     assert out.pooler_output.shape[1] == model.aduni.feature_dim
-
-
-# ----------------------------------------------------------------------------------------------------------
-# load_backbone_weights
-# ----------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def timm_checkpoint():
-    torch.manual_seed(123)
-    reference = timm.create_model("resnet18", pretrained=False)  # 1000-class fc
-    return {k: v.contiguous() for k, v in reference.state_dict().items()}
-
-
-def test__load_backbone_weights_from_safetensors(tmp_path, timm_checkpoint):
-    assert "fc.weight" in timm_checkpoint and timm_checkpoint["fc.weight"].shape == (1000, 512)
-    path = tmp_path / "resnet18.safetensors"
-    safetensors.torch.save_file(timm_checkpoint, str(path))
-    model = build_model(seed=0)
-    heads_before = {k: v.clone() for k, v in model.classifier.state_dict().items()}
-    model.load_backbone_weights(path)
-    own = model.aduni.backbone.state_dict()
-    assert set(own) == set(timm_checkpoint) - {"fc.weight", "fc.bias"}
-    for key, value in own.items():
-        assert torch.equal(value, timm_checkpoint[key]), key
-    for key, value in model.classifier.state_dict().items():
-        assert torch.equal(value, heads_before[key]), key
-
-
-def test__load_backbone_weights_from_pth_with_module_prefix(tmp_path, timm_checkpoint):
-    path = tmp_path / "resnet18.pth"
-    torch.save({"state_dict": {f"module.{k}": v for k, v in timm_checkpoint.items()}}, path)
-    model = build_model(seed=0)
-    model.aduni.load_backbone_weights(path)
-    for key, value in model.aduni.backbone.state_dict().items():
-        assert torch.equal(value, timm_checkpoint[key]), key
-
-
-def test__load_backbone_weights_missing_key_raises(tmp_path, timm_checkpoint):
-    partial = {k: v for k, v in timm_checkpoint.items() if k != "layer3.0.conv1.weight"}
-    path = tmp_path / "partial.safetensors"
-    safetensors.torch.save_file(partial, str(path))
-    model = build_model(seed=0)
-    before = model.aduni.backbone.conv1.weight.clone()
-    with pytest.raises(ValueError, match="layer3.0.conv1.weight"):
-        model.load_backbone_weights(path)
-    assert torch.equal(model.aduni.backbone.conv1.weight, before)  # nothing half-loaded
-
-
-def test__load_backbone_weights_shape_mismatch_raises(tmp_path, timm_checkpoint):
-    bad = dict(timm_checkpoint)
-    bad["conv1.weight"] = torch.zeros(32, 3, 7, 7)
-    path = tmp_path / "bad.safetensors"
-    safetensors.torch.save_file(bad, str(path))
-    with pytest.raises(ValueError, match="conv1.weight"):
-        build_model(seed=0).load_backbone_weights(path)
 
 
 # ----------------------------------------------------------------------------------------------------------

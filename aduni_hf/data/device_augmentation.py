@@ -10,7 +10,7 @@ that into two halves:
   or a flag, so the row holds it exactly).
 - `apply(pixels, parameters)`, on the device: a whole batch of views at once, each with its own parameters, from
   the uint8 pixels stored at the training size: affine warp (nearest, fill 0, as `RandomAffine`), flips, colour
-  jitter in each view's own order, ImageNet normalisation.
+  jitter in each view's own order, normalisation (the pipeline's: ImageNet's, or the pretrained encoder weights').
 
 The operations follow torchvision's float tensor kernels (`torchvision.transforms.v2.functional`: `affine`, the
 `adjust_*` colour functions, `normalize`); they are written here batched, with a per-view parameter, where
@@ -28,7 +28,8 @@ from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from .transforms import build_augmentation, cpu_rng_seeded
+from ..image_utils import IMAGENET_MEAN, IMAGENET_STD
+from .transforms import Channels, build_augmentation, cpu_rng_seeded
 
 # One view's parameters, in this order. Absent operations hold their identity: no affine (angle 0, scale 1), no
 # flip (0), the colour functions in order 0..3 with a NaN factor (not applied, as torchvision's None).
@@ -53,13 +54,16 @@ class DeviceAugmentation:
     Args:
         name: the augmentation's name ("kaggle", "digits", "none").
         image_size: the training size S; `apply` returns (N, 3, S, S).
+        mean, std: the normalisation, as `build_augmentation` takes it (default ImageNet's).
 
     Raises ValueError naming the augmentation and the transform when its pipeline holds a transform this module
     does not implement.
     """
 
-    def __init__(self, name: str, image_size: int) -> None:
-        pipeline = build_augmentation(name, image_size)
+    def __init__(
+        self, name: str, image_size: int, mean: Channels = IMAGENET_MEAN, std: Channels = IMAGENET_STD
+    ) -> None:
+        pipeline = build_augmentation(name, image_size, mean=mean, std=std)
         self.name, self.image_size = name, image_size
         self.transforms = list(pipeline.transforms) if isinstance(pipeline, v2.Compose) else [pipeline]
         unknown = [

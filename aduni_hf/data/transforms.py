@@ -2,14 +2,16 @@
 
 Training views are drawn from torch's RNG inside `seeded`, whose seed derives from (seed, epoch, draw,
 sample index, view) only, so an augmentation does not depend on the data-loader worker or process that
-produced it, and a resumed run redraws the same views. A new augmentation is a function of the image size,
-registered with `@AUGMENTATIONS.register("name")`.
+produced it, and a resumed run redraws the same views. A new augmentation is a function of the image size, with
+`mean` and `std` keywords for the normalisation (ImageNet's by default; a run starting from pretrained encoder
+weights passes theirs), registered with `@AUGMENTATIONS.register("name")`.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+import inspect
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -20,21 +22,24 @@ from ..image_utils import IMAGENET_MEAN, IMAGENET_STD
 from ..registry import Registry
 
 ImageTransform = Callable[[Image.Image], torch.Tensor]
-AUGMENTATIONS: Registry[Callable[[int], ImageTransform]] = Registry("augmentation")
+AUGMENTATIONS: Registry[Callable[..., ImageTransform]] = Registry("augmentation")
+Channels = Sequence[float]  # one value per RGB channel
 
 
-def _to_normalised_tensor() -> list[v2.Transform]:
-    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+def _to_normalised_tensor(mean: Channels, std: Channels) -> list[v2.Transform]:
+    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
 
 
 @AUGMENTATIONS.register("kaggle")
-def kaggle_augmentation(image_size: int) -> ImageTransform:
+def kaggle_augmentation(
+    image_size: int, mean: Channels = IMAGENET_MEAN, std: Channels = IMAGENET_STD
+) -> ImageTransform:
     """The released code's `--aug kaggle` pipeline, both views alike, drawn independently (docs/method.md,
     "Data and augmentation").
 
     Resize to (s, s); RandomAffine with rotation in +-180 deg, scale [0.8, 1.2] and shear (0.8, 1.2) degrees
     (a shear of about 1 deg, as written in the code); horizontal then vertical flip, each p=0.5; ColorJitter
-    (0.2, 0.2, 0.2, 0.1); ImageNet normalisation.
+    (0.2, 0.2, 0.2, 0.1); normalisation by `mean`/`std` (ImageNet's unless the encoder's weights say otherwise).
     """
     return v2.Compose(
         [
@@ -43,13 +48,15 @@ def kaggle_augmentation(image_size: int) -> ImageTransform:
             v2.RandomHorizontalFlip(p=0.5),
             v2.RandomVerticalFlip(p=0.5),
             v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1),
-            *_to_normalised_tensor(),
+            *_to_normalised_tensor(mean, std),
         ]
     )
 
 
 @AUGMENTATIONS.register("digits")
-def digits_augmentation(image_size: int) -> ImageTransform:
+def digits_augmentation(
+    image_size: int, mean: Channels = IMAGENET_MEAN, std: Channels = IMAGENET_STD
+) -> ImageTransform:
     """Digit-safe augmentation for the demo: a small affine jitter, no flips and no large rotations
     (a 6 turned over is a 9)."""
     return v2.Compose(
@@ -57,21 +64,39 @@ def digits_augmentation(image_size: int) -> ImageTransform:
             v2.Resize((image_size, image_size)),
             v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), shear=5),
             v2.ColorJitter(brightness=0.2, contrast=0.2),
-            *_to_normalised_tensor(),
+            *_to_normalised_tensor(mean, std),
         ]
     )
 
 
 @AUGMENTATIONS.register("none")
-def eval_transform(image_size: int) -> ImageTransform:
+def eval_transform(
+    image_size: int, mean: Channels = IMAGENET_MEAN, std: Channels = IMAGENET_STD
+) -> ImageTransform:
     """Evaluation view: resize to (s, s) and normalise; no crop (the official eval). Also the "none"
     augmentation."""
-    return v2.Compose([v2.Resize((image_size, image_size)), *_to_normalised_tensor()])
+    return v2.Compose([v2.Resize((image_size, image_size)), *_to_normalised_tensor(mean, std)])
 
 
-def build_augmentation(name: str, image_size: int) -> ImageTransform:
-    """The augmentation registered as `name` at `image_size`; an unknown name lists the choices."""
-    return AUGMENTATIONS[name](image_size)
+def build_augmentation(
+    name: str, image_size: int, mean: Channels = IMAGENET_MEAN, std: Channels = IMAGENET_STD
+) -> ImageTransform:
+    """The augmentation registered as `name` at `image_size`, normalising by `mean`/`std`; an unknown name lists the
+    choices. With ImageNet's statistics it is called with the image size alone, as before normalisations other
+    than ImageNet's existed; one that takes no `mean`/`std` keywords is refused any other normalisation."""
+    factory = AUGMENTATIONS[name]
+    if tuple(mean) == tuple(IMAGENET_MEAN) and tuple(std) == tuple(IMAGENET_STD):
+        return factory(image_size)
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+    if not {"mean", "std"} <= parameters.keys():
+        raise ValueError(
+            f"augmentation {name!r} takes no mean/std keywords, so it cannot normalise by the pretrained weights' "
+            f"statistics (mean {tuple(mean)}, std {tuple(std)}); give it `mean` and `std` keyword arguments"
+        )
+    return factory(image_size, mean=mean, std=std)
 
 
 def view_seed(seed: int, epoch: int, draw: int, index: int, view: int) -> int:

@@ -40,8 +40,8 @@ _ConfigFields = dataclasses.make_dataclass(
 
 @dataclass
 class ModelArguments(_ConfigFields):
-    """What the model is: every `AdUniConfig` field (backbone, projection_dim, ...), validated by `AdUniConfig`
-    itself, plus where the initial weights come from."""
+    """What the model is: every `AdUniConfig` field (backbone, projection_dim, backbone_pretrained, ...), validated
+    by `AdUniConfig` itself, plus where the initial weights come from."""
 
     model_name_or_path: str | None = field(
         default=None,
@@ -52,7 +52,7 @@ class ModelArguments(_ConfigFields):
     )
     pretrained_backbone: str | None = field(
         default=None,
-        metadata={"help": "Local .safetensors/.pth file of encoder weights; default: from scratch."},
+        metadata={"help": "Replaced by backbone_pretrained (which timm loads); a recipe that sets it is refused."},
     )
     ignore_mismatched_sizes: bool = field(
         default=False,
@@ -70,8 +70,17 @@ class ModelArguments(_ConfigFields):
                 raise ValueError(
                     f"backbone_kwargs must be a JSON object, got {self.backbone_kwargs!r}"
                 ) from error
-        if self.model_name_or_path is not None and self.pretrained_backbone is not None:
-            raise ValueError("give model_name_or_path or pretrained_backbone, not both")
+        if self.pretrained_backbone is not None:
+            raise ValueError(
+                f"pretrained_backbone was replaced by backbone_pretrained: timm now loads the weights (a local file, a "
+                f"timm model folder or a Hub id such as timm/resnet18.a1_in1k) and the run normalises images with "
+                f"their mean/std. Rename the field: backbone_pretrained: {self.pretrained_backbone}"
+            )
+        if self.model_name_or_path is not None and self.backbone_pretrained is not None:
+            raise ValueError(
+                "give model_name_or_path (a saved AdUni model, encoder included) or backbone_pretrained (encoder "
+                "weights for a new model), not both"
+            )
         self.config = AdUniConfig(**self.config_fields())  # the model's config checks every value
 
     def config_fields(self) -> dict[str, Any]:

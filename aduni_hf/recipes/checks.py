@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 from typing import Any
+
+import torch
 
 from ..data.device_augmentation import DeviceAugmentation
 from ..methods import Method, MethodArguments
+from ..modeling_aduni import create_backbone
 from ..training import AdUniTrainingArguments
 from .arguments import DataArguments, ModelArguments
 from .errors import RecipeError
@@ -52,11 +56,26 @@ def check_recipe(
     method: Method,
 ) -> None:
     """Refuse the combinations of fields that cannot train as asked; warn about fields the run does not use."""
+    _check_backbone_pretrained(model_args)
     _check_selection(data_args, training_args)
     _check_optimizer_recipe(training_args)
     _check_method(model_args, method_args, training_args, method)
     _check_prepared_data(model_args, data_args)
     _check_augmentation_device(model_args, data_args)
+
+
+def _check_backbone_pretrained(model_args: ModelArguments) -> None:
+    """The encoder weights to start from are there and fit the encoder, before any data is read: timm loads them
+    as the run will (a Hub model is downloaded into the cache), into an encoder on the meta device (nothing is
+    allocated; shapes and keys are still checked)."""
+    if model_args.backbone_pretrained is None:
+        return
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter", category=UserWarning)
+            create_backbone(model_args.config, pretrained=True)
+    except (ValueError, OSError) as err:
+        raise RecipeError(str(err)) from err
 
 
 def _check_selection(data_args: DataArguments, training_args: AdUniTrainingArguments) -> None:

@@ -42,7 +42,10 @@ def fold_test_outputs(directory: Path) -> dict[str, Any]:
     image_size = int(config["ModelArguments"]["image_size"])
     dataset = load_data(data_args)
     splits = split_by_fold(dataset, data_args.test_fold, data_args.val_fraction, seed=data_args.fold_seed)
-    test = SingleViewDataset(splits.test, eval_transform(image_size))
+    processor = json.loads((directory / "preprocessor_config.json").read_text())  # the run's normalisation
+    test = SingleViewDataset(
+        splits.test, eval_transform(image_size, mean=processor["image_mean"], std=processor["image_std"])
+    )
     model = AdUniForImageClassification.from_pretrained(directory).eval()
     features, labels = pooled_features(model, test, batch_size=128, device=torch.device("cpu"))
     with torch.no_grad():

@@ -102,7 +102,11 @@ def has_logged(trainer: AdUniTrainer, prefix: str, figure: str) -> bool:
 def weights_source(model_args: ModelArguments) -> str:
     if model_args.model_name_or_path:
         return f"from {model_args.model_name_or_path}"
-    return "local encoder weights" if model_args.pretrained_backbone else "from scratch"
+    if model_args.backbone_pretrained:  # a local path is named by its last part only (the card may be public)
+        source = model_args.backbone_pretrained
+        where = f"the local {Path(source).name}" if Path(source).expanduser().exists() else source
+        return f"initialised with the pretrained weights {where}, loaded by timm"
+    return "from scratch"
 
 
 def recipe_summary(

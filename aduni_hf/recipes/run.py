@@ -28,6 +28,7 @@ from ..data import MultiViewDataset, PixelViewsDataset, build_augmentation, coll
 from ..data.device_augmentation import DeviceAugmentation
 from ..evaluation import build_compute_metrics, format_results_table
 from ..hub import build_image_processor
+from ..hub.processor import backbone_normalization
 from ..hub.push import RUN_IGNORE_PATTERNS, push_folder
 from ..methods import METHODS, LossInputs, Method, MethodArguments, Stage, TrainedRun
 from ..modeling_aduni import AdUniForImageClassification
@@ -191,9 +192,10 @@ def write_run_config(training_args: AdUniTrainingArguments, recipe: dict, data: 
 def build_model(
     model_args: ModelArguments, method: Method, class_names: list[str]
 ) -> AdUniForImageClassification:
-    """The method's model for `class_names`: fresh from the recipe's `AdUniConfig` fields (optionally with encoder
-    weights from a file), or the saved model `model_name_or_path` (other classes, allowed by
-    `ignore_mismatched_sizes`, get a new classifier). The classifier is the method's (`Method.classifier_type`)."""
+    """The method's model for `class_names`: fresh from the recipe's `AdUniConfig` fields (its encoder from scratch,
+    or with the weights `backbone_pretrained` names, loaded by timm after the model is built), or the saved model
+    `model_name_or_path` (other classes, allowed by `ignore_mismatched_sizes`, get a new classifier). The
+    classifier is the method's (`Method.classifier_type`)."""
     if (
         model_args.classifier_type != method.classifier_type
     ):  # left at its default: check_recipe refused the rest
@@ -204,8 +206,8 @@ def build_model(
         config = model_args.config
         config.id2label, config.label2id = labels["id2label"], labels["label2id"]
         model = AdUniForImageClassification(config)
-        if model_args.pretrained_backbone:
-            model.load_backbone_weights(model_args.pretrained_backbone)
+        if config.backbone_pretrained:
+            model.load_pretrained_backbone()
         return model
     source = model_args.model_name_or_path
     saved = AdUniConfig.from_pretrained(source)
@@ -258,11 +260,12 @@ class StageTrainers:
             args = dataclasses.replace(args, eval_strategy="no")
             logger.warning("val_fraction is 0: no validation during training")
         augmentation, seed, on_device = self.data_args.augmentation, self.training_args.seed, None
+        normalization = backbone_normalization(self.model.config)  # the encoder weights' mean/std; else ImageNet's
         if self.data_args.augmentation_device == "device":  # uint8 batches, views made by the trainer on the device
-            on_device = DeviceAugmentation(augmentation, image_size)
+            on_device = DeviceAugmentation(augmentation, image_size, **normalization)
             views = PixelViewsDataset(data.splits.train, on_device, num_views=stage.num_views, seed=seed)
         else:
-            transform = build_augmentation(augmentation, image_size)
+            transform = build_augmentation(augmentation, image_size, **normalization)
             views = MultiViewDataset(data.splits.train, transform, num_views=stage.num_views, seed=seed)
         return stage.trainer_class(
             model=self.model,
@@ -281,7 +284,7 @@ class StageTrainers:
             eval_dataset=data.val_dataset,
             data_collator=collate_views,
             compute_metrics=build_compute_metrics(data.class_names),
-            processing_class=build_image_processor(image_size),
+            processing_class=build_image_processor(image_size, **normalization),
         )
 
 

@@ -27,6 +27,7 @@ from ..data import (
     split_by_fold,
 )
 from ..evaluation.metric_names import dataset_metrics
+from ..hub.processor import backbone_normalization
 from .arguments import DataArguments, ModelArguments
 from .errors import RecipeError
 
@@ -202,7 +203,7 @@ def read_run_data(data_args: DataArguments, model_args: ModelArguments) -> RunDa
         len(splits.test),
         dict(zip(class_names, train_counts, strict=True)),
     )
-    evaluation = eval_transform(model_args.image_size)
+    evaluation = eval_transform(model_args.image_size, **backbone_normalization(model_args.config))
     metadata = dataset_metadata(dataset)
     try:  # the metrics its card reports: a name this version does not know fails now, not after training
         dataset_metrics(metadata, where=f"{data_args.dataset_path or data_args.dataset}: its metadata")

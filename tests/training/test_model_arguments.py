@@ -47,6 +47,7 @@ def test_recipe_values_reach_the_config():
         "image_size": 48,
         "zero_init_last": True,
         "backbone_kwargs": {"in_chans": 1},
+        "backbone_pretrained": None,
         "classifier_type": "linear",
     }
     model = build_model(args, METHODS["aduni"], CLASSES)
