@@ -149,8 +149,11 @@ def test_a_recipe_base_that_is_missing_or_circular(tmp_path):
 
 BASES = {"isic2018": "isic2018_aduni.yaml", "aptos2019": "aptos2019_aduni.yaml", "demo": "demo.yaml"}
 METHOD_RECIPES = sorted(
-    p for p in (REPO / "configs").glob("*_*.yaml") if p.stem.split("_")[0] in BASES and p.name not in BASES.values()
+    p
+    for p in (REPO / "configs").glob("*_*.yaml")
+    if p.stem.split("_")[0] in BASES and p.name not in BASES.values() and not p.stem.endswith("_pretrained")
 )
+PRETRAINED_RECIPES = sorted((REPO / "configs").glob("*_aduni_pretrained.yaml"))
 
 
 def test_every_method_has_a_recipe_per_data_set():
@@ -182,6 +185,23 @@ def test_a_method_recipe_is_its_data_sets_recipe_with_only_the_method_changed(re
         }  # fmt: skip
         assert not differing, f"{recipe.name} differs from {BASES[dataset]} in {sorted(differing)}"
     assert ours[3].output_dir.endswith(f"{dataset}_{method}")
+
+
+@pytest.mark.parametrize("recipe", PRETRAINED_RECIPES, ids=lambda p: p.stem)
+def test_a_pretrained_recipe_is_its_data_sets_recipe_with_only_the_encoders_initialisation_changed(recipe):
+    """ISIC2018 and APTOS2019 from ImageNet weights, beside the paper's from-scratch recipes."""
+    assert {p.stem.split("_")[0] for p in PRETRAINED_RECIPES} == {"isic2018", "aptos2019"}
+    dataset = recipe.stem.split("_")[0]
+    ours = parse_recipe(ARGUMENT_CLASSES, [str(recipe)])
+    base = parse_recipe(ARGUMENT_CLASSES, [str(REPO / "configs" / BASES[dataset])])
+    assert ours[0].backbone_pretrained == "timm/resnet18.a1_in1k" and base[0].backbone_pretrained is None
+    for theirs, mine in zip(base, ours, strict=True):
+        differing = {
+            name for name in (f.name for f in dataclasses.fields(mine) if f.init)
+            if getattr(mine, name) != getattr(theirs, name)
+        }  # fmt: skip
+        assert differing <= {"backbone_pretrained", "output_dir", "run_name"}, recipe.name
+    assert ours[3].output_dir == f"outputs/{dataset}_aduni_pretrained"
 
 
 def test_the_papers_aduc_alternatives_are_recipe_fields_that_reach_the_loss():
