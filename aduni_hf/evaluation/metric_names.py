@@ -23,7 +23,7 @@ METRIC_LABELS = {
 }
 METRIC_NAMES = tuple(METRIC_LABELS)
 # Shown for every data set, in this order, before the data set's own metrics: in compare.py's tables, and with
-# balanced accuracy (the metrics every card showed before the data sets' own) in the cards and cv_results.md.
+# balanced accuracy (the metrics every card showed before the data sets' own) in the cards and the cross-validation table.
 COMMON_METRICS = ("accuracy", "macro_f1")
 CARD_METRICS = (*COMMON_METRICS, "balanced_accuracy")
 # The headline of a data set whose metadata names none and whose source is not a built-in one with its own.

@@ -107,6 +107,24 @@ def lesions_of(
     return lesions
 
 
+def labelled_rows(
+    rows: list[CsvRow], class_names: list[str], ground_truth: Path, invalid: InvalidItems
+) -> list[tuple[CsvRow, int]]:
+    """The ground-truth rows with their one-hot label decoded; a row without an id or with no single positive
+    label goes to `invalid`."""
+    labelled = []
+    for row in rows:
+        if not row.values["image"]:
+            invalid.add("", row.location(ground_truth), "empty image id")
+            continue
+        label, problem = parse_one_hot(row, class_names)
+        if problem is not None:
+            invalid.add(row.values["image"], row.location(ground_truth), problem)
+        else:
+            labelled.append((row, label))
+    return labelled
+
+
 @DATASETS.register("isic2018")
 def build_isic2018(
     data_dir: str | None = None,
@@ -141,16 +159,7 @@ def build_isic2018(
     class_names = [name for name in header if name != "image"]
     if len(class_names) < 2:
         raise DataValidationError(f"{ground_truth} line 1: header {header} names fewer than two classes")
-    labelled: list[tuple[CsvRow, int]] = []
-    for row in rows:
-        if not row.values["image"]:
-            invalid.add("", row.location(ground_truth), "empty image id")
-            continue
-        label, problem = parse_one_hot(row, class_names)
-        if problem is not None:
-            invalid.add(row.values["image"], row.location(ground_truth), problem)
-        else:
-            labelled.append((row, label))
+    labelled = labelled_rows(rows, class_names, ground_truth, invalid)
     all_ids = {row.values["image"] for row in rows}
     paths = match_image_files(
         [(row.values["image"], row.location(ground_truth)) for row, _ in labelled],
