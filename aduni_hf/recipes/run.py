@@ -29,15 +29,24 @@ from ..data.device_augmentation import DeviceAugmentation
 from ..evaluation import build_compute_metrics, format_results_table
 from ..hub import build_image_processor
 from ..hub.processor import backbone_normalization
-from ..hub.push import RUN_IGNORE_PATTERNS, push_folder
+from ..hub.push import (
+    CHECKPOINT_STRATEGIES,
+    RUN_IGNORE_PATTERNS,
+    CheckpointPusher,
+    push_folder,
+    pushes_while_training,
+    strategy_name,
+    training_card,
+)
 from ..methods import METHODS, LossInputs, Method, MethodArguments, Stage, TrainedRun
 from ..modeling_aduni import AdUniForImageClassification
-from ..training import AdUniTrainer, AdUniTrainingArguments
+from ..training import SELECTIONS, AdUniTrainer, AdUniTrainingArguments
 from ..training.guard import FAILURE_NAME
 from ..utils import write_atomic
 from .arguments import MODEL_FIELDS, DataArguments, ModelArguments
 from .checks import check_recipe
-from .results import evaluate_selected_models, run_model_card, write_run_figures
+from .errors import RecipeError
+from .results import evaluate_selected_models, recipe_summary, run_model_card, write_run_figures
 from .run_data import RunData, read_run_data, resolve_augmentation_device
 from .run_folder import RUN_CONFIG_NAME, check_resume, prepare_output_dir, run_record, save_results
 from .run_lock import run_folder_lock
@@ -60,6 +69,8 @@ def run_training(
     data_args: DataArguments,
     method_args: MethodArguments,
     training_args: AdUniTrainingArguments,
+    *,
+    hub_path_in_repo: str = "",
 ) -> dict[str, float]:
     """Train on the training folds, validate on the inner split, test on `test_fold`, save everything.
 
@@ -68,13 +79,36 @@ def run_training(
     test_results.json, whose presence marks the run finished. An interrupted run in `output_dir` is resumed from
     its last checkpoint; a finished one is refused unless `overwrite_output_dir` (docs/hf_stack.md,
     "Checkpoints and resuming"). Returns the test metrics (`test_accuracy`, `test_macro_f1`, ...).
+
+    With `push_to_hub`, the saves are pushed while training as `hub_strategy` says, into the repository's folder
+    `hub_path_in_repo` (a cross-validation's `fold_<k>`; its root by default), and the run folder once finished.
     """
     setup_logging(training_args)
     method = METHODS[method_args.method]
     check_recipe(model_args, data_args, method_args, training_args, method)
+    check_hub_strategy(method, training_args)
     # One writer per run folder, from its first look at the folder to its last file and push (run_lock.py).
     with run_folder_lock(training_args.output_dir, main_process=training_args.process_index == 0):
-        return train_and_report(model_args, data_args, method_args, training_args, method)
+        return train_and_report(model_args, data_args, method_args, training_args, method, hub_path_in_repo)
+
+
+def check_hub_strategy(method: Method, training_args: AdUniTrainingArguments) -> None:
+    """Refuse what a method in stages cannot do with the Hub, before any data is read: its stages' checkpoints
+    are not pushed (only the final model is, at the end), so neither pushed checkpoints nor a resume from one."""
+    strategy = strategy_name(training_args.hub_strategy)
+    resume = str(training_args.resume_from_checkpoint or "")
+    if method.num_stages == 1 or not (training_args.push_to_hub or resume.startswith("hub:")):
+        return
+    if resume.startswith("hub:") or (training_args.push_to_hub and strategy in CHECKPOINT_STRATEGIES):
+        field = f"resume_from_checkpoint={resume!r}" if resume.startswith("hub:") else f"hub_strategy={strategy!r}"
+        raise RecipeError(
+            f"{field}: method {method.name!r} trains in {method.num_stages} stages, whose checkpoints stay in the "
+            "run folder's stage folders: none is pushed while training (the final model is, at the end), and none "
+            "resumes from the Hub. Use --hub_strategy end, and resume such a run from its own output_dir."
+        )
+    if pushes_while_training(training_args.push_to_hub, strategy):
+        logger.warning("hub_strategy %r: method %r trains in stages; its final model is pushed at the end only",
+                       strategy, method.name)  # fmt: skip
 
 
 def train_and_report(
@@ -83,6 +117,7 @@ def train_and_report(
     method_args: MethodArguments,
     training_args: AdUniTrainingArguments,
     method: Method,
+    hub_path_in_repo: str = "",
 ) -> dict[str, float]:
     """Phases 2-6 of `run_training`, holding the run folder's lock."""
     checkpoint = prepare_run_folder(training_args, method)
@@ -96,21 +131,41 @@ def train_and_report(
         for note in check_resume(checkpoint, record):
             logger.warning("resuming %s: %s", checkpoint.name, note)
     write_run_config(training_args, recipe, data)
+    if pushes_while_training(training_args.push_to_hub, training_args.hub_strategy) and training_args.should_save:
+        summary = recipe_summary(model_args, data_args, method_args, training_args, method)
+        write_training_card(training_args, hub_path_in_repo, summary)
     model = build_model(model_args, method, data.class_names)
-    trainers = StageTrainers(method, model, method_args, training_args, data, record, data_args)
+    trainers = StageTrainers(method, model, method_args, training_args, data, record, data_args, hub_path_in_repo)
     trainer, _ = train(trainers, checkpoint)
     results = evaluate_and_report(trainer, method, data, model_args, data_args, method_args, training_args)
-    if training_args.push_to_hub:  # once, after everything is saved (a failure says so: PushError)
+    if training_args.push_to_hub:  # the finished run, after everything is saved (a failure says so: PushError)
         url = push_folder(
             training_args.output_dir,
-            training_args.hub_model_id or Path(training_args.output_dir).name,
+            hub_repo_id(training_args),
             token=training_args.hub_token,
             private=training_args.hub_private_repo,
             ignore_patterns=RUN_IGNORE_PATTERNS,
             commit_message=f"AdUni, {method.name}, test fold {data_args.test_fold}",
+            path_in_repo=hub_path_in_repo,
         )
         logger.info("pushed %s to %s", training_args.output_dir, url)
     return results
+
+
+def hub_repo_id(training_args: AdUniTrainingArguments) -> str:
+    """The repository a run pushes to: `hub_model_id`, by default the output_dir's name (as the Trainer's)."""
+    return training_args.hub_model_id or Path(training_args.output_dir).name
+
+
+def write_training_card(training_args: AdUniTrainingArguments, path_in_repo: str, summary: dict) -> None:
+    """Our card in output_dir/README.md before training, so that every push while training carries it (the
+    results card replaces it at the end)."""
+    repo_id = hub_repo_id(training_args)
+    card = training_card(
+        repo_id=repo_id, path_in_repo=path_in_repo, title="/".join(filter(None, (repo_id, path_in_repo))),
+        recipe=summary, strategy=training_args.hub_strategy,
+    )  # fmt: skip
+    write_atomic(Path(training_args.output_dir) / "README.md", card)
 
 
 # ---- 1-2. logging, the run folder, the random state ------------------------------------------------------------
@@ -136,7 +191,11 @@ def prepare_run_folder(training_args: AdUniTrainingArguments, method: Method) ->
     """The output_dir ready for this run (main process first); returns the checkpoint to resume from, or None."""
     with training_args.main_process_first(desc="checking output_dir"):
         checkpoint = prepare_output_dir(
-            training_args.output_dir, training_args.resume_from_checkpoint, training_args.overwrite_output_dir
+            training_args.output_dir,
+            training_args.resume_from_checkpoint,
+            training_args.overwrite_output_dir,
+            hub_token=training_args.hub_token,
+            main_process=training_args.process_index == 0,
         )
         prepare_stage_dirs(training_args.output_dir, method.num_stages, training_args.overwrite_output_dir)
     return checkpoint
@@ -249,6 +308,7 @@ class StageTrainers:
     data: RunData
     record: dict
     data_args: DataArguments
+    hub_path_in_repo: str = ""  # the folder of the Hub repository the saves are pushed to
 
     def make(self, args: AdUniTrainingArguments, stage: Stage) -> AdUniTrainer:
         """The trainer of `stage` (resolved: its sampler chosen) with the stage's arguments `args`."""
@@ -267,11 +327,15 @@ class StageTrainers:
         else:
             transform = build_augmentation(augmentation, image_size, **normalization)
             views = MultiViewDataset(data.splits.train, transform, num_views=stage.num_views, seed=seed)
+        # The Trainer pushes at its saves (any hub_strategy but end) through our pusher: our card, patterns and
+        # folder of the repo; the finished run is pushed by the run, after everything is saved.
+        pusher = self.hub_pusher(args)
+        if pusher is None and args.push_to_hub:
+            args = dataclasses.replace(args, push_to_hub=False)
         return stage.trainer_class(
             model=self.model,
-            # The Trainer never pushes (it would create the Hub repo before training and upload checkpoints
-            # while training); the run pushes once at the end (push_folder), after everything is saved.
-            args=dataclasses.replace(args, push_to_hub=False) if args.push_to_hub else args,
+            args=args,
+            hub_pusher=pusher,
             loss_fn=loss,
             sampler=stage.sampler,
             run_record=self.record,
@@ -285,6 +349,21 @@ class StageTrainers:
             data_collator=collate_views,
             compute_metrics=build_compute_metrics(data.class_names),
             processing_class=build_image_processor(image_size, **normalization),
+        )
+
+    def hub_pusher(self, args: AdUniTrainingArguments) -> CheckpointPusher | None:
+        """What pushes the saves of a trainer with `args` while it trains; None when it pushes nothing (`end`, or a
+        stage of a two-stage method, whose arguments never push)."""
+        if not pushes_while_training(args.push_to_hub, args.hub_strategy):
+            return None
+        return CheckpointPusher(
+            repo_id=hub_repo_id(self.training_args),
+            strategy=args.hub_strategy,
+            path_in_repo=self.hub_path_in_repo,
+            token=args.hub_token,
+            private=args.hub_private_repo,
+            revision=args.hub_revision,
+            carried_files=tuple(f"{name}{suffix}" for name in SELECTIONS for suffix in (".json", ".safetensors")),
         )
 
 

@@ -11,6 +11,10 @@ An `output_dir` is in one of four states, told apart by its files:
 
 What a checkpoint holds and when it is whole: `aduni_hf.training.checkpoints`. A checkpoint cut short by a kill
 is passed over, and removed when the run resumes; so is a `tmp-checkpoint-N/` of a save before this rule.
+
+`--resume_from_checkpoint hub:owner/name/last-checkpoint` (a checkpoint a run pushed, `aduni_hf.hub.push`) is
+downloaded into `output_dir/checkpoint-N` (N its step), checked against its manifest, then resumed as a local
+checkpoint is: the same whole-checkpoint and recipe checks, and the same command resumes it again later.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,6 +30,7 @@ from typing import Any
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from ..hub.push import HubLocation, download_folder, manifest_problems, parse_hub_location, remote_step
 from ..training import SELECTIONS
 from ..training.checkpoints import (
     RUN_RECORD_NAME,
@@ -45,6 +51,7 @@ FINISHED_NAME = "test_results.json"  # written last: its presence means the run 
 SELECTION_PREFIXES = tuple(f"{name}." for name in SELECTIONS)  # <name>.json and <name>.safetensors
 RUN_CONFIG_NAME = "run_config.yaml"  # the resolved recipe, written once the data is read
 STAGE_DIR_PREFIX = "_stage"  # _stage1, _stage2: the stages of a two-stage method ("_*" is what the push leaves out)
+HUB_STAGING_NAME = "_hub_download"  # a checkpoint on its way from the Hub ("_*": never pushed)
 
 # Recipe fields that may differ between a checkpoint and the run resuming it: where files go, how much is
 # logged, how data is loaded (augmentation is seeded per image, so workers do not change the views), and the
@@ -203,7 +210,9 @@ def clear_previous_run(output_dir: Path) -> list[str]:
     checkpoints, results and the failure mark. The model files are simply overwritten. Returns the names."""
     removed = []
     for path in sorted(output_dir.iterdir()):
-        is_checkpoint = path.is_dir() and checkpoint_step(path.name.removeprefix(STAGING_PREFIX)) is not None
+        is_checkpoint = path.is_dir() and (
+            checkpoint_step(path.name.removeprefix(STAGING_PREFIX)) is not None or path.name == HUB_STAGING_NAME
+        )
         is_result = path.is_file() and (
             path.name.endswith("_results.json")
             or path.name == FAILURE_NAME
@@ -224,7 +233,7 @@ def is_run_file(path: Path) -> bool:
     folder, its results or its failure mark."""
     name = path.name
     return (
-        name in (RUN_CONFIG_NAME, FINISHED_NAME, FAILURE_NAME)
+        name in (RUN_CONFIG_NAME, FINISHED_NAME, FAILURE_NAME, HUB_STAGING_NAME)
         or checkpoint_step(name.removeprefix(STAGING_PREFIX)) is not None
         or (name.startswith(STAGE_DIR_PREFIX) and name[len(STAGE_DIR_PREFIX) :].isdigit())
     )
@@ -243,7 +252,12 @@ def check_run_folder(output_dir: Path) -> None:
 
 
 def prepare_output_dir(
-    output_dir: str | Path, resume_from_checkpoint: str | None, overwrite: bool
+    output_dir: str | Path,
+    resume_from_checkpoint: str | None,
+    overwrite: bool,
+    *,
+    hub_token: str | None = None,
+    main_process: bool = True,
 ) -> Path | None:
     """Decide, before any data is read, where training starts; returns the checkpoint to resume from, or None.
 
@@ -252,6 +266,8 @@ def prepare_output_dir(
     - `overwrite` starts a fresh run: the previous run's checkpoints and results are removed first.
     - Otherwise `resume_from_checkpoint` if given, else the newest checkpoint in the folder; either must be
       whole (`check_resumable`). Checkpoints cut short while written are removed first.
+    - `resume_from_checkpoint` `hub:owner/name/folder`: the main process downloads it (`fetch_hub_checkpoint`),
+      then every process resumes the newest checkpoint of the folder, which is it (or a local one at or after it).
     Call it on the main process first (`TrainingArguments.main_process_first`): the others then find the
     same checkpoint, and nothing left to remove.
     """
@@ -279,6 +295,16 @@ def prepare_output_dir(
     failure = output_dir / FAILURE_NAME
     if failure.is_file():
         logger.warning("the previous attempt in %s failed: %s", output_dir, failure.read_text().strip())
+    try:
+        location = parse_hub_location(resume_from_checkpoint)
+    except ValueError as err:
+        raise RunFolderError(str(err)) from err
+    if location is not None:
+        if main_process:
+            fetch_hub_checkpoint(location, output_dir, hub_token)
+        checkpoint = resume_point(output_dir)
+        logger.info("resuming %s from %s", output_dir, checkpoint)
+        return checkpoint
     if resume_from_checkpoint is not None:
         checkpoint = Path(resume_from_checkpoint)
         check_resumable(checkpoint)
@@ -287,6 +313,66 @@ def prepare_output_dir(
     if checkpoint is not None:
         logger.info("resuming the interrupted run in %s from %s", output_dir, checkpoint.name)
     return checkpoint
+
+
+# ---- a checkpoint pushed to the Hub --------------------------------------------------------------------------
+def hub_failure(location: HubLocation, what: str, err: BaseException) -> RunFolderError:
+    return RunFolderError(
+        f"resume_from_checkpoint={location}: cannot {what} ({type(err).__name__}: {err}). Check the repository and "
+        "the folder (last-checkpoint under hub_strategy checkpoint, checkpoint-N under all_checkpoints, in fold_<k>/ "
+        "for a fold of a cross-validation), the network and the token (`hf auth login`, or --hub_token)."
+    )
+
+
+def fetch_hub_checkpoint(location: HubLocation, output_dir: Path, token: str | None) -> Path | None:
+    """Download the checkpoint at `location` into `output_dir/checkpoint-N` (N its step; huggingface_hub's
+    `snapshot_download` into a staging folder, then one rename) and put the reported models chosen so far, which
+    it carries, back into output_dir. Returns it; None when output_dir already holds a checkpoint at or after
+    that step (the same command run again on the machine that resumed: its own checkpoints are newer or equal).
+
+    Refused, naming each file, when the download is not the one save its manifest lists (an upload cut short);
+    its completeness as a checkpoint and its recipe are checked afterwards as a local checkpoint's are."""
+    try:
+        step = remote_step(location, token)
+    except Exception as err:  # no such repository or folder, offline, no network, no token
+        raise hub_failure(location, "read its trainer_state.json from the Hub", err) from err
+    local = checkpoints_of(output_dir)
+    if local and (checkpoint_step(local[-1]) or 0) >= step:
+        logger.warning("%s holds %s, at or after the Hub's checkpoint %s (step %d): resuming the local one",
+                       output_dir, local[-1].name, location, step)  # fmt: skip
+        return None
+    staging = output_dir / HUB_STAGING_NAME
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        folder = download_folder(location, staging, token)
+    except Exception as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise hub_failure(location, "download it from the Hub", err) from err
+    problems = manifest_problems(folder)
+    if problems:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise RunFolderError(
+            f"resume_from_checkpoint={location} is not one whole checkpoint: {'; '.join(problems)}. Its upload was "
+            "cut short. Resume from a local checkpoint, from an earlier checkpoint-N of the repository (hub_strategy "
+            "all_checkpoints), or start a fresh run."
+        )
+    if problems is None:
+        logger.warning("%s has no push manifest (not pushed by aduni_hf): checked as a local checkpoint only",
+                       location)  # fmt: skip
+    step = json.loads((folder / TRAINER_STATE_NAME).read_text())["global_step"]
+    target = output_dir / f"{PREFIX_CHECKPOINT_DIR}-{step}"
+    if target.exists():
+        shutil.rmtree(staging, ignore_errors=True)
+        raise RunFolderError(
+            f"{target} exists already: resume from it (leave resume_from_checkpoint out), or remove it"
+        )
+    os.replace(folder, target)
+    shutil.rmtree(staging, ignore_errors=True)
+    for path in target.iterdir():  # the reported models as of the checkpoint (the pusher's carried files)
+        if path.name.startswith(SELECTION_PREFIXES):
+            shutil.copyfile(path, output_dir / path.name)
+    logger.info("downloaded %s into %s", location, target)
+    return target
 
 
 def save_results(output_dir: Path, split: str, metrics: dict[str, float], main_process: bool) -> None:

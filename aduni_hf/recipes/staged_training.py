@@ -119,7 +119,7 @@ def stage_arguments(
     the cosine over its own epochs."""
     changes: dict[str, Any] = {
         "output_dir": str(stage_dir(training_args.output_dir, index)),
-        "push_to_hub": False,  # the run pushes its final model once, from output_dir
+        "push_to_hub": False,  # stages push nothing (run.check_hub_strategy); the run pushes its final model
     }
     if index > 0:
         changes.update(

@@ -4,7 +4,9 @@ loss_statistics, guard, optimization and checkpoints."""
 
 from __future__ import annotations
 
+import logging
 import math
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,8 @@ from accelerate.utils import DistributedType
 from torch import nn
 from transformers import Trainer
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, HubStrategy, SaveStrategy
+from transformers.utils.hub import PushInProgress
 
 from ..data.device_augmentation import DeviceAugmentation
 from ..data.samplers import build_sampler, training_epochs
@@ -43,6 +46,8 @@ from .training_args import AdUniTrainingArguments
 # where the gradients are whole on every process after backward (no sharding, no DeepSpeed engine)
 PLAIN_DISTRIBUTED_TYPES = (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU)
 
+logger = logging.getLogger(__name__)
+
 
 class AdUniTrainer(Trainer):
     """Trainer for a method's loss (`aduni_hf.losses.MethodLoss`; the methods are in `aduni_hf.methods`).
@@ -69,6 +74,9 @@ class AdUniTrainer(Trainer):
         run_dir: where `training_failed.json` goes (default `args.output_dir`; a stage trains in a sub-folder).
         test_every_epoch_dataset: the test fold, for the official selection rule only.
         view_augmentation: makes the views of stored pixels (`PixelViewsDataset` items) here, on the device.
+        hub_pusher: with `args.push_to_hub`, what creates the Hub repository and uploads each save
+            (`aduni_hf.hub.push.CheckpointPusher`: our card, patterns and folder of the repo); None: the
+            Trainer's own.
         Everything else as `transformers.Trainer`; `args` must be `AdUniTrainingArguments`.
     """
 
@@ -86,11 +94,13 @@ class AdUniTrainer(Trainer):
         run_dir: str | Path | None = None,
         test_every_epoch_dataset=None,
         view_augmentation: DeviceAugmentation | None = None,
+        hub_pusher: Any = None,
         **kwargs,
     ) -> None:
         if encoder_mode not in (None, "train", "eval") or epoch_length not in ("sampler", "dataset"):
             raise ValueError(f"encoder_mode None/train/eval and epoch_length sampler/dataset, got {encoder_mode!r}, "
                              f"{epoch_length!r}")  # fmt: skip
+        self.hub_pusher = hub_pusher  # before the Trainer's __init__, which creates the Hub repository
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, AdUniTrainingArguments):
             raise TypeError(f"AdUniTrainer needs AdUniTrainingArguments, got {type(self.args).__name__}")
@@ -241,7 +251,9 @@ class AdUniTrainer(Trainer):
             return super().save_model(output_dir, _internal_call)
         self.check_finite_state()
         with explain_full_disk(Path(output_dir or self.args.output_dir), "the model", self.resume_advice):
-            super().save_model(output_dir, _internal_call)
+            # As an internal call: the Trainer would push here, before the results and our card exist; the run pushes
+            # once everything is saved (aduni_hf.recipes.run).
+            super().save_model(output_dir, _internal_call=True)
 
     def _save_checkpoint(self, model: nn.Module, trial=None) -> None:
         """The Trainer's checkpoint, once the guard found every weight finite, after the run record (listing the
@@ -261,6 +273,45 @@ class AdUniTrainer(Trainer):
                 )
                 begin_checkpoint(folder, self.loss_fn, self.run_record, files)
             super()._save_checkpoint(model, trial)
+
+    # ---- the Hub: our card, patterns and folder of the repo (docs/hf_stack.md, "Model cards and the Hub") ----
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """Create the Hub repository before training, through `hub_pusher` (a failure is a `PushError` saying that
+        nothing has been trained yet); without one, the Trainer's own."""
+        if self.hub_pusher is None:
+            return super().init_hf_repo(token, private)
+        if self.is_world_process_zero():
+            self.hub_model_id = self.hub_pusher.create_repo()
+        self.push_in_progress = None
+
+    def create_model_card(self, *args, **kwargs) -> None:
+        """Never the Trainer's draft card (it would overwrite output_dir/README.md): the run writes its own card,
+        which every push carries (`aduni_hf.hub.push.training_card` while training, the results card at the end)."""
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """The push at a save, as the Trainer's (transformers 5.25): the main process only, none under `end`, in the
+        background (`hub_pusher.push`), and skipped while the previous one still uploads unless `hub_always_push`,
+        with two differences: a skipped push is logged, and so is a failed one (the Trainer drops both silently)."""
+        if self.hub_pusher is None:
+            return super()._push_from_checkpoint(checkpoint_folder)
+        if not self.is_world_process_zero() or self.args.hub_strategy == HubStrategy.END:
+            return
+        name = Path(checkpoint_folder).name
+        busy = self.push_in_progress is not None and not self.push_in_progress.is_done()
+        if busy and not self.args.hub_always_push:
+            logger.warning("%s is not pushed: the previous push to %s is still uploading (hub_always_push true "
+                           "queues every save)", name, self.hub_pusher.where())  # fmt: skip
+            return
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        steps = self.args.save_strategy == SaveStrategy.STEPS
+        at = f"step {self.state.global_step}" if steps else f"epoch {int(self.state.epoch)}"
+        step, output_dir = self.state.global_step, Path(self.args.output_dir)
+        job = self.hub_pusher.push(Path(checkpoint_folder), output_dir, step, f"Training in progress, {at}")
+        job.add_done_callback(lambda done: log_failed_push(done, name, self.hub_pusher.where()))
+        if self.push_in_progress is None or self.push_in_progress.is_done():
+            self.push_in_progress = PushInProgress([job])
+        else:
+            self.push_in_progress.jobs.append(job)
 
     def resume_advice(self) -> str:
         """How the run continues after a failed save: from its last whole checkpoint, or from the start."""
@@ -285,3 +336,11 @@ class AdUniTrainer(Trainer):
             per_epoch = steps_per_epoch(len(self._get_train_sampler()), self.args)
             self.lr_scheduler = official_scheduler(optimizer or self.optimizer, self.args, per_epoch)
         return self.lr_scheduler
+
+
+def log_failed_push(job: Future, checkpoint: str, where: str) -> None:
+    """Say that the background push of `checkpoint` failed: training goes on, the checkpoint is saved locally."""
+    error = None if job.cancelled() else job.exception()
+    if error is not None:
+        logger.warning("the push of %s to %s failed (%s: %s); it is saved locally, and the next save pushes again",
+                       checkpoint, where, type(error).__name__, error)  # fmt: skip

@@ -1,0 +1,90 @@
+"""A run killed on one machine resumes on another from the Hub: a real `scripts/train.py` process pushes its
+checkpoints (`hub_strategy checkpoint`) to the offline Hub of fake_hub.py (`fake_hub_run.py` puts it in place), is
+killed with SIGKILL after a checkpoint is on the Hub, and a second process in an empty output_dir ("another
+machine": nothing local is shared, only the Hub) resumes with `--resume_from_checkpoint hub:...`. It finishes with
+the weights and test metrics of an uninterrupted run.
+
+The run: the demo recipe at 16x16, 8 steps of 16 images (inside the first epoch of 32 steps), a validation and a
+checkpoint every 2 steps, so the resumed run also carries the best validation model chosen before the kill.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.training.fake_hub import STORE_ENV, FakeHubApi
+from tests.training.test_push_to_hub import check_every_push
+from tests.training.test_resume import kill_when, max_weight_difference, results_of
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPE = [
+    "configs/demo.yaml",
+    "--max_steps", "8",
+    "--per_device_train_batch_size", "16",
+    "--image_size", "16",
+    "--eval_strategy", "steps",
+    "--eval_steps", "2",
+    "--save_strategy", "steps",
+    "--save_steps", "2",
+    "--figures", "false",
+]  # fmt: skip
+COMPARED = ("test_accuracy", "test_macro_f1", "test_best_val_accuracy", "test_best_val_epoch")
+
+pytestmark = pytest.mark.slow
+
+
+def command(script: str, output_dir: Path, *extra: str, hub: bool = True) -> list[str]:
+    launcher = ["tests/training/fake_hub_run.py"] if hub else []
+    return [sys.executable, *launcher, script, *RECIPE, "--output_dir", str(output_dir), *extra]
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> Path:
+    """The offline Hub's folder, shared by every process of the test (they inherit FAKE_HUB_DIR)."""
+    monkeypatch.setenv(STORE_ENV, str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+def run(arguments: list[str]) -> str:
+    result = subprocess.run(arguments, capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def pushed_step(store: Path, repo_id: str, folder: str) -> int:
+    """The step of the checkpoint in `folder` of the repository as it is now (0: none yet)."""
+    FakeHubApi.store = store
+    state = FakeHubApi.files(repo_id).get(f"{folder}/trainer_state.json")
+    return json.loads(state.read_text())["global_step"] if state is not None else 0
+
+
+def test_a_run_killed_on_one_machine_resumes_on_another_from_the_hub(tmp_path, store):
+    push = ["--push_to_hub", "true", "--hub_model_id", "someone/long-run",
+                                     "--hub_strategy", "checkpoint"]  # fmt: skip
+    reference = tmp_path / "reference"
+    run(command("scripts/train.py", reference, hub=False))
+
+    machine_a = tmp_path / "machine_a" / "run"
+    kill_when(command("scripts/train.py", machine_a, *push),
+              lambda: pushed_step(store, "someone/long-run", "last-checkpoint") >= 4)  # fmt: skip
+    pushed = pushed_step(store, "someone/long-run", "last-checkpoint")
+    assert 4 <= pushed < 8 and not (machine_a / "test_results.json").exists()
+    readme = FakeHubApi.files("someone/long-run")["README.md"].read_text()
+    assert "training in progress" in readme  # our card, pushed with the checkpoints
+
+    machine_b = tmp_path / "machine_b" / "run"  # nothing of machine A: only the Hub
+    log = run(command("scripts/train.py", machine_b, *push, "--resume_from_checkpoint",
+                      "hub:someone/long-run/last-checkpoint"))  # fmt: skip
+    assert f"downloaded hub:someone/long-run/last-checkpoint into {machine_b / f'checkpoint-{pushed}'}" in log
+    assert f"Resuming training from checkpoint with epoch 0 and global step {pushed}" in log
+    difference = max_weight_difference(reference, machine_b)
+    print(f"resumed from the Hub at step {pushed} of 8: max |weight difference| = {difference:.3g}")
+    assert difference <= 1e-6
+    for key in COMPARED:
+        assert results_of(machine_b)[key] == results_of(reference)[key], key
+    final = FakeHubApi.files("someone/long-run")
+    assert json.loads(final["test_results.json"].read_text()) == results_of(machine_b)  # machine B pushed the end
+    check_every_push("someone/long-run")  # every README ours, no lock file, no token
