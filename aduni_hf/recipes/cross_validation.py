@@ -9,6 +9,12 @@
 A fold whose folder holds test_results.json (written last by a run) is finished and not trained again; a fold
 killed mid-way resumes from its last checkpoint (`run_training`). A recipe that differs from cv_recipe.json in a
 field that changes the result is refused, naming the fields, so that one table never mixes two recipes.
+
+With `push_to_hub` and a `hub_strategy` other than `end`, the experiment's repository gets cv_recipe.json and our
+card first, then each fold pushes its saves into the repository's folder `fold_<k>/` (its checkpoint in
+`fold_<k>/last-checkpoint/`) and its finished run there; the summary comes last. `--resume_from_checkpoint
+hub:owner/name` (the experiment's repository) continues it on another machine: the folds finished on the Hub are
+downloaded, not trained again, and each other fold resumes from its pushed checkpoint.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import copy
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -38,18 +45,30 @@ from ..evaluation.cv_summary import (
 )
 from ..evaluation.metric_names import DatasetMetrics, dataset_metrics, metric_label
 from ..hub import render_cv_model_card
-from ..hub.push import CV_ALLOW_PATTERNS, CV_IGNORE_PATTERNS, push_folder
+from ..hub.push import (
+    CV_ALLOW_PATTERNS,
+    CV_IGNORE_PATTERNS,
+    HUB_PREFIX,
+    LAST_CHECKPOINT,
+    HubLocation,
+    download_files,
+    push_folder,
+    pushes_while_training,
+    remote_files,
+    training_card,
+)
 from ..methods import METHODS, Method, MethodArguments
 from ..training import AdUniTrainingArguments
+from ..training.checkpoints import checkpoint_step
 from ..utils import write_atomic
 from .arguments import DataArguments, ModelArguments
 from .checks import check_recipe
 from .errors import RecipeError, RunFolderError
 from .experiment_figures import experiment_figures
 from .results import recipe_summary
-from .run import resolved_config, run_training
+from .run import check_hub_strategy, resolved_config, run_training
 from .run_data import prepared_metadata
-from .run_folder import FINISHED_NAME, RESUMABLE_FIELDS, differs
+from .run_folder import FINISHED_NAME, HUB_STAGING_NAME, RESUMABLE_FIELDS, differs, hub_failure
 from .run_lock import run_folder_lock
 
 logger = logging.getLogger(__name__)
@@ -225,6 +244,7 @@ def run_cross_validation(
     training_args.device  # noqa: B018  (sets up the processes: process_index is 0 everywhere before it)
     method = METHODS[method_args.method]
     check_recipe(model_args, data_args, method_args, training_args, method)  # before any fold trains
+    check_hub_strategy(method, training_args)
     data_source_metrics(data_args)  # the data set's metrics: one its metadata names wrongly fails here
     # One writer per cross-validation folder (each fold's run also locks its own folder: run_lock.py).
     with run_folder_lock(training_args.output_dir, main_process=training_args.process_index == 0):
@@ -243,13 +263,21 @@ def train_folds(
     returns each fold's training seconds (an earlier summary's, for the folds trained before)."""
     output_dir = Path(training_args.output_dir)
     recipe = cv_recipe(model_args, data_args, method_args, training_args)
+    location = experiment_location(training_args)
+    pushed: dict[int, str] = {}
     with training_args.main_process_first(desc="checking the cross-validation folder"):
         if training_args.process_index == 0:
             if training_args.overwrite_output_dir and output_dir.is_dir():
                 removed = clear_cross_validation(output_dir)
                 if removed:
                     logger.warning("overwrite_output_dir: removed %s from %s", ", ".join(removed), output_dir)
+            if location is not None:
+                pushed = fetch_experiment(location, output_dir, folds, training_args.hub_token)
             check_cv_recipe(output_dir, recipe)
+            if pushes_while_training(training_args.push_to_hub, training_args.hub_strategy):
+                method = METHODS[method_args.method]
+                summary = recipe_summary(model_args, data_args, method_args, training_args, method)
+                push_experiment_start(output_dir, training_args, summary)
     seconds = _previous_seconds(output_dir)
     main = training_args.process_index == 0
     bar = tqdm(folds, desc="folds", unit="fold", disable=not main, dynamic_ncols=True)
@@ -260,14 +288,11 @@ def train_folds(
             if main:
                 bar.write(f"fold {fold}: finished earlier in {directory}, not trained again")
             continue
-        # Each fold is saved locally; the experiment is pushed once, at the end, with its summary card.
-        fold_args = dataclasses.replace(
-            training_args, output_dir=str(directory), overwrite_output_dir=False, push_to_hub=False
-        )
+        fold_args, hub_path = fold_arguments(training_args, directory, location, pushed.get(fold))
         start = time.monotonic()
         metrics = run_training(
             copy.deepcopy(model_args), dataclasses.replace(data_args, test_fold=fold),
-            copy.deepcopy(method_args), fold_args,
+            copy.deepcopy(method_args), fold_args, hub_path_in_repo=hub_path,
         )  # fmt: skip
         seconds[str(fold)] = time.monotonic() - start
         if main:
@@ -276,6 +301,103 @@ def train_folds(
                 f"in {seconds[str(fold)] / 60:.1f} min"
             )
     return seconds
+
+
+# ---- the Hub ------------------------------------------------------------------------------------------------------
+def experiment_location(training_args: AdUniTrainingArguments) -> HubLocation | None:
+    """`resume_from_checkpoint` as the experiment's repository (`hub:owner/name`), or None when it is not `hub:`."""
+    text = str(training_args.resume_from_checkpoint or "")
+    if not text.startswith(HUB_PREFIX):
+        return None
+    repo_id = text[len(HUB_PREFIX) :]
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise RunFolderError(
+            f"resume_from_checkpoint={text!r}: a cross-validation resumes from its experiment's repository, "
+            f"hub:<owner>/<name> (each fold from its fold_<k>/{LAST_CHECKPOINT} there)"
+        )
+    return HubLocation(repo_id, "")
+
+
+def fold_arguments(
+    training_args: AdUniTrainingArguments, directory: Path, location: HubLocation | None, pushed: str | None
+) -> tuple[AdUniTrainingArguments, str]:
+    """The arguments of the fold in `directory`, and the folder of the repository its saves are pushed to. With
+    pushes while training, the fold pushes into the experiment's repository under its folder name; with
+    `hub_strategy` `end`, the experiment is pushed once, at the end, with its summary card."""
+    pushing = pushes_while_training(training_args.push_to_hub, training_args.hub_strategy)
+    resume = training_args.resume_from_checkpoint
+    if location is not None:  # the fold's pushed checkpoint, which the main process fetches; on the others any
+        # `hub:` location resumes the newest checkpoint of the fold's folder, which is what the main one resumes
+        main = training_args.process_index == 0
+        resume = pushed if main else f"hub:{location.repo_id}/{directory.name}/{LAST_CHECKPOINT}"
+    fold_args = dataclasses.replace(
+        training_args, output_dir=str(directory), overwrite_output_dir=False, push_to_hub=pushing,
+        hub_model_id=training_args.hub_model_id or (directory.parent.name if pushing else None),
+        resume_from_checkpoint=resume,
+    )  # fmt: skip
+    return fold_args, directory.name if pushing else ""
+
+
+def push_experiment_start(output_dir: Path, training_args: AdUniTrainingArguments, summary: dict[str, Any]) -> None:
+    """Before the first fold: our card and cv_recipe.json to the experiment's repository (created now, so that
+    no network or token fails before anything trains)."""
+    repo_id = training_args.hub_model_id or output_dir.name
+    card = training_card(repo_id=repo_id, path_in_repo="", title=f"{repo_id} (cross-validation)", recipe=summary,
+                         strategy=training_args.hub_strategy)  # fmt: skip
+    write_atomic(output_dir / "README.md", card)
+    push_folder(
+        output_dir, repo_id, token=training_args.hub_token, private=training_args.hub_private_repo,
+        allow_patterns=("README.md", CV_RECIPE_NAME), commit_message="Cross-validation started",
+    )  # fmt: skip
+
+
+def fetch_experiment(location: HubLocation, output_dir: Path, folds: list[int], token: str | None) -> dict[int, str]:
+    """What the experiment's repository holds, brought into `output_dir` to resume it on another machine: its
+    cv_recipe.json (unless there is one here, which is compared instead) and each fold of `folds` finished there
+    and not here (its run folder without checkpoints). Returns, for each other fold with a pushed checkpoint, its
+    `hub:` location (`run_training` downloads it, unless the fold's folder holds one as new)."""
+    try:
+        files = set(remote_files(location.repo_id, token))
+    except Exception as err:  # no such repository, offline, no network, no token
+        raise hub_failure(location, "list the experiment's repository", err) from err
+    if CV_RECIPE_NAME in files and not (output_dir / CV_RECIPE_NAME).is_file():
+        fetch_into(output_dir, location, [CV_RECIPE_NAME], (), token)
+    checkpoints = {}
+    for fold in folds:
+        name = fold_dir(output_dir, fold).name
+        if (output_dir / name / FINISHED_NAME).is_file():
+            continue
+        if f"{name}/{FINISHED_NAME}" in files:
+            ignore = (f"{name}/{LAST_CHECKPOINT}/*", f"{name}/checkpoint-*", f"{name}/_*")
+            fetch_into(output_dir, location, [f"{name}/*"], ignore, token)
+            print(f"fold {fold}: finished on the Hub ({location}/{name}), downloaded into {output_dir / name}")
+            continue
+        pushed = {path.split("/")[1] for path in files if path.count("/") == 2
+                  and path.startswith(f"{name}/") and path.endswith("/trainer_state.json")}  # fmt: skip
+        numbered = sorted((checkpoint_step(f), f) for f in pushed if checkpoint_step(f) is not None)
+        newest = LAST_CHECKPOINT if LAST_CHECKPOINT in pushed else (numbered[-1][1] if numbered else None)
+        if newest is not None:
+            checkpoints[fold] = f"hub:{location.repo_id}/{name}/{newest}"
+    return checkpoints
+
+
+def fetch_into(
+    output_dir: Path, location: HubLocation, allow: list[str], ignore: tuple[str, ...], token: str | None
+) -> None:
+    """Download the experiment's files matching `allow` (less `ignore`) into `output_dir` through a staging folder,
+    a fold's test_results.json (which marks it finished) last."""
+    staging = output_dir / HUB_STAGING_NAME
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        files = download_files(location.repo_id, staging, token, allow, ignore)
+    except Exception as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise hub_failure(location, f"download {', '.join(allow)} from the Hub", err) from err
+    for path in sorted(files, key=lambda p: p.name == FINISHED_NAME):
+        target = output_dir / path.relative_to(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def data_source_metrics(data_args: DataArguments) -> tuple[str, DatasetMetrics]:

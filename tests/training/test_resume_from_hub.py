@@ -1,8 +1,8 @@
-"""A run killed on one machine resumes on another from the Hub: a real `scripts/train.py` process pushes its
-checkpoints (`hub_strategy checkpoint`) to the offline Hub of fake_hub.py (`fake_hub_run.py` puts it in place), is
-killed with SIGKILL after a checkpoint is on the Hub, and a second process in an empty output_dir ("another
-machine": nothing local is shared, only the Hub) resumes with `--resume_from_checkpoint hub:...`. It finishes with
-the weights and test metrics of an uninterrupted run.
+"""A run killed on one machine resumes on another from the Hub: real `scripts/train.py` and
+`scripts/cross_validate.py` processes push their checkpoints (`hub_strategy checkpoint`) to the offline Hub of
+fake_hub.py (`fake_hub_run.py` puts it in place), are killed with SIGKILL after a checkpoint is on the Hub, and a
+second process in an empty output_dir ("another machine": nothing local is shared, only the Hub) resumes with
+`--resume_from_checkpoint hub:...`. It finishes with the weights and test metrics of an uninterrupted run.
 
 The run: the demo recipe at 16x16, 8 steps of 16 images (inside the first epoch of 32 steps), a validation and a
 checkpoint every 2 steps, so the resumed run also carries the best validation model chosen before the kill.
@@ -88,3 +88,36 @@ def test_a_run_killed_on_one_machine_resumes_on_another_from_the_hub(tmp_path, s
     final = FakeHubApi.files("someone/long-run")
     assert json.loads(final["test_results.json"].read_text()) == results_of(machine_b)  # machine B pushed the end
     check_every_push("someone/long-run")  # every README ours, no lock file, no token
+
+
+def test_a_cross_validation_killed_mid_fold_resumes_on_another_machine_from_the_hub(tmp_path, store):
+    push = ["--push_to_hub", "true", "--hub_model_id", "someone/cv",
+                                     "--hub_strategy", "checkpoint", "--folds", "0,1"]  # fmt: skip
+    reference = tmp_path / "reference"
+    run(command("scripts/cross_validate.py", reference, "--folds", "0,1", hub=False))
+
+    machine_a = tmp_path / "machine_a" / "cv"
+    kill_when(command("scripts/cross_validate.py", machine_a, *push),
+              lambda: pushed_step(store, "someone/cv", "fold_1/last-checkpoint") >= 4)  # fmt: skip
+    files = FakeHubApi.files("someone/cv")
+    assert "fold_0/test_results.json" in files and "fold_0/last-checkpoint/trainer_state.json" in files
+    assert "fold_1/test_results.json" not in files and "cv_recipe.json" in files
+    pushed = pushed_step(store, "someone/cv", "fold_1/last-checkpoint")
+
+    machine_b = tmp_path / "machine_b" / "cv"
+    log = run(command("scripts/cross_validate.py", machine_b, *push, "--resume_from_checkpoint", "hub:someone/cv"))
+    assert "fold 0: finished on the Hub" in log and "fold 0: finished earlier" in log  # downloaded, not retrained
+    assert f"Resuming training from checkpoint with epoch 0 and global step {pushed}" in log
+    for fold in (0, 1):
+        directory = f"fold_{fold}"
+        difference = max_weight_difference(reference / directory, machine_b / directory)
+        print(f"fold {fold}: max |weight difference| = {difference:.3g}")
+        assert difference <= 1e-6
+        for key in COMPARED:
+            assert results_of(machine_b / directory)[key] == results_of(reference / directory)[key], (fold, key)
+    ours = json.loads((machine_b / "cv_results.json").read_text())
+    theirs = json.loads((reference / "cv_results.json").read_text())
+    assert ours["mean"] == theirs["mean"] and ours["std"] == theirs["std"]
+    assert not list((machine_b / "fold_0").glob("checkpoint-*"))  # a finished fold comes without its checkpoints
+    commits = check_every_push("someone/cv")  # every README ours (the experiment's and each fold's)
+    assert {"fold_0/README.md", "fold_1/README.md", "README.md"} <= {name for c in commits for name in c["files"]}
