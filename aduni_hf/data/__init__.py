@@ -28,7 +28,7 @@ from .samplers import (
     build_sampler,
     training_epochs,
 )
-from .sources import DATASETS, build_dataset
+from .sources import DATASETS, build_dataset, check_source
 from .transforms import AUGMENTATIONS, IMAGENET_MEAN, IMAGENET_STD, build_augmentation, eval_transform
 from .validation import DataValidationError, InvalidItem
 from .views import DrawKey, MultiViewDataset, PixelViewsDataset, SingleViewDataset, collate_views, view_major
@@ -37,6 +37,7 @@ __all__ = [
     # build time
     "DATASETS",
     "build_dataset",
+    "check_source",
     "dataset_metadata",
     "dataset_content_fingerprint",
     "prepare_dataset",

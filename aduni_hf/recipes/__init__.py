@@ -2,7 +2,7 @@
 run (`run_training`) and the paper's cross-validation protocol (`run_cross_validation`)."""
 
 from .arguments import ARGUMENT_CLASSES, DataArguments, ModelArguments
-from .cli import parse_recipe
+from .cli import exit_usage_error, parse_command_line, parse_recipe
 from .cross_validation import CrossValidationArguments, parse_folds, run_cross_validation
 from .errors import RecipeError, RunFolderError
 from .run import run_training
@@ -14,6 +14,8 @@ __all__ = [
     "ModelArguments",
     "RecipeError",
     "RunFolderError",
+    "exit_usage_error",
+    "parse_command_line",
     "parse_folds",
     "parse_recipe",
     "run_cross_validation",

@@ -15,13 +15,14 @@ from typing import Any
 
 import torch
 
+from ..data import check_source
 from ..data.device_augmentation import DeviceAugmentation
 from ..methods import Method, MethodArguments
 from ..modeling_aduni import create_backbone
 from ..training import AdUniTrainingArguments
 from .arguments import DataArguments, ModelArguments
 from .errors import RecipeError
-from .run_data import prepared_metadata
+from .run_data import prepared_metadata, raw_data_error
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ def check_recipe(
     _check_optimizer_recipe(training_args)
     _check_method(model_args, method_args, training_args, method)
     _check_prepared_data(model_args, data_args)
+    _check_raw_data(data_args)
     _check_augmentation_device(model_args, data_args)
 
 
@@ -169,6 +171,16 @@ def _check_prepared_data(model_args: ModelArguments, data_args: DataArguments) -
         f"{how}. Prepare the data again with --image_size {model_args.image_size}, set image_size: {prepared}, or "
         "set resize_prepared_images: true to train on the resized images"
     )
+
+
+def _check_raw_data(data_args: DataArguments) -> None:
+    """A data set built by name (no dataset_path) finds its raw download where data_dir says (not read here)."""
+    if data_args.dataset_path is not None:
+        return
+    try:
+        check_source(data_args.dataset, data_dir=data_args.data_dir)
+    except ValueError as error:
+        raise raw_data_error(data_args, error) from error
 
 
 def _check_augmentation_device(model_args: ModelArguments, data_args: DataArguments) -> None:

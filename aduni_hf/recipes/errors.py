@@ -1,4 +1,5 @@
-"""The errors a recipe run reports as one line (scripts/train.py prints `error: <message>` and exits 1)."""
+"""The errors a recipe run reports as one line: scripts/train.py prints `error: <message>` and exits 2 when the
+recipe or a flag is refused as it is parsed (`parse_command_line`), 1 when the run refuses it."""
 
 
 class RecipeError(ValueError):

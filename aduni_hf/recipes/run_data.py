@@ -17,7 +17,6 @@ from torch.utils.data import Dataset
 from ..configuration_aduni import AdUniConfig
 from ..data import (
     DATASETS,
-    DataValidationError,
     FoldSplits,
     SingleViewDataset,
     build_dataset,
@@ -93,8 +92,14 @@ def load_data(data_args: DataArguments) -> datasets.Dataset:
             seed=data_args.fold_seed,
             **options,
         )
-    except DataValidationError as error:  # the raw data of `dataset`: the message names the file and row
-        raise RecipeError(f"dataset={data_args.dataset!r}, data_dir={data_args.data_dir!r}: {error}") from error
+    except ValueError as error:  # the raw data (DataValidationError names the file and row) or a builder option
+        raise raw_data_error(data_args, error) from error
+
+
+def raw_data_error(data_args: DataArguments, error: ValueError) -> RecipeError:
+    """`error` of the builder of `dataset` (its raw data or options) as a `RecipeError` naming the fields."""
+    where = f", data_dir={data_args.data_dir!r}" if data_args.data_dir is not None else ""
+    return RecipeError(f"dataset={data_args.dataset!r}{where}: {error}")
 
 
 def check_data(dataset: datasets.Dataset, data_args: DataArguments, model_args: ModelArguments) -> list[str]:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import torch
 from transformers import TrainingArguments
+from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 
 
 def default_bf16(use_cpu: bool, fp16: bool) -> bool:
@@ -207,6 +208,15 @@ class AdUniTrainingArguments(TrainingArguments):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
+    def check_report_to(self) -> None:
+        """Refuse an integration name the Trainer does not know now, not when it is built after the data is read."""
+        unknown = [name for name in self.report_to if name not in INTEGRATION_TO_CALLBACK]
+        if unknown:
+            raise ValueError(
+                f"report_to={', '.join(map(str, unknown))} is unknown; choose 'none', 'all' or integrations among "
+                f"{sorted(INTEGRATION_TO_CALLBACK)}"
+            )
+
     def __post_init__(self) -> None:
         if self.bf16 is None:
             self.bf16 = default_bf16(self.use_cpu, self.fp16)
@@ -226,6 +236,7 @@ class AdUniTrainingArguments(TrainingArguments):
             self.use_cpu = True
         super().__post_init__()
         self.check_lengths_and_steps()
+        self.check_report_to()
         if self.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if self.min_learning_rate < 0 or self.min_learning_rate > self.learning_rate:

@@ -7,8 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aduni_hf.data import DataValidationError, build_dataset, dataset_metadata
+from aduni_hf.data import DataValidationError, build_dataset, check_source, dataset_metadata
 from aduni_hf.data.sources.medmnist import DERMAMNIST_CLASS_NAMES
+from tests.script_runs import run_script, run_script_here
+
+REPO = Path(__file__).resolve().parents[2]
+ZENODO = "https://zenodo.org/records/10519652"  # MedMNIST v2's files
 
 
 def write_npz(path: Path, num_classes: int, size: int = 28, rgb: bool = True, sizes=(14, 4, 6)) -> Path:
@@ -67,5 +71,45 @@ def test_bad_files(tmp_path):
     path.write_bytes(b"not a zip")
     with pytest.raises(DataValidationError, match="cannot read as a .npz"):
         build_dataset("dermamnist", str(path))
-    with pytest.raises(DataValidationError, match="expected one retinamnist.npz"):
-        build_dataset("retinamnist", str(tmp_path))
+
+
+def test_a_missing_file_names_data_dir_and_where_the_file_comes_from(tmp_path):
+    for data_dir, message in [
+        (None, "dermamnist needs data_dir: the .npz file or its folder; the file is dermamnist.npz (28 px) or "
+               "dermamnist_<size>.npz (64, 128, 224 px) of MedMNIST v2"),
+        (tmp_path / "nowhere", f"dermamnist: data_dir {tmp_path / 'nowhere'} does not exist"),
+        (tmp_path, f"dermamnist: no dermamnist.npz or dermamnist_<size>.npz in data_dir {tmp_path}"),
+    ]:  # fmt: skip
+        for refuse in (build_dataset, check_source):
+            with pytest.raises(DataValidationError) as info:
+                refuse("dermamnist", None if data_dir is None else str(data_dir))
+            assert str(info.value).startswith(message) and ZENODO in str(info.value)
+            assert "medmnist.DermaMNIST(split='train', size=224, download=True" in str(info.value)
+    write_npz(tmp_path / "dermamnist_64.npz", 7)
+    write_npz(tmp_path / "dermamnist_224.npz", 7)
+    with pytest.raises(DataValidationError, match=r"found \['dermamnist_224.npz', 'dermamnist_64.npz'\]; give the one"):
+        check_source("dermamnist", str(tmp_path))
+    (tmp_path / "dermamnist.npz").write_bytes(b"not a zip")
+    check_source("dermamnist", str(tmp_path))  # found where data_dir says: the check does not read it
+    with pytest.raises(DataValidationError, match="cannot read as a .npz"):
+        build_dataset("dermamnist", str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("run", "command"),
+    [
+        (run_script, ["train.py", str(REPO / "configs" / "demo.yaml"), "--dataset", "dermamnist"]),
+        (run_script_here, ["cross_validate.py", str(REPO / "configs" / "demo.yaml"), "--dataset", "dermamnist"]),
+        (run_script, ["prepare_data.py", "--dataset", "dermamnist", "--output_dir", "prepared"]),
+    ],
+    ids=["train.py", "cross_validate.py", "prepare_data.py"],
+)
+def test_every_script_refuses_a_missing_file_in_one_line(tmp_path, run, command):
+    """The field train.py and prepare_data.py both accept (data_dir), the file name, and where it comes from;
+    nothing written (cross_validate.py, whose checks are train.py's, runs in this process: tests/script_runs.py)."""
+    result = run(*command, cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith("error: ") and "dermamnist needs data_dir: the .npz file or its folder" in lines[0]
+    assert "dermamnist.npz" in lines[0] and ZENODO in lines[0]
+    assert list(tmp_path.iterdir()) == []

@@ -1,16 +1,33 @@
 """Recipes: YAML plus flags, and bad fields failing before any work with a message naming the field."""
 
 import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from transformers import TrainingArguments
 
-from aduni_hf.recipes import ARGUMENT_CLASSES, RecipeError, parse_recipe
+from aduni_hf.recipes import (
+    ARGUMENT_CLASSES,
+    CrossValidationArguments,
+    RecipeError,
+    parse_command_line,
+    parse_recipe,
+)
+from aduni_hf.recipes.cli import MOST_USED_TRAINER_FIELDS
+from aduni_hf.training import AdUniTrainingArguments
+from tests.script_runs import run_script, run_script_here
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "configs" / "demo.yaml"
+# train.py as a new process; cross_validate.py, whose command line is read by the same parse_command_line, in this
+# one (no second interpreter start-up)
+SCRIPT_RUNS = [
+    pytest.param("train.py", run_script, id="train.py"),
+    pytest.param("cross_validate.py", run_script_here, id="cross_validate.py"),
+]
 
 
 def write_recipe(tmp_path, text):
@@ -84,16 +101,114 @@ def test_bad_recipe_fields_name_the_field(tmp_path, extra, message):
         parse_recipe(ARGUMENT_CLASSES, [write_recipe(tmp_path, extra)])
 
 
-def test_wrong_type_is_rejected_by_argparse(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
+def test_wrong_type_is_rejected_by_argparse(tmp_path):
+    with pytest.raises(RecipeError) as info:
         parse_recipe(ARGUMENT_CLASSES, [write_recipe(tmp_path, "temperature: warm\n")])
-    assert exit_info.value.code == 2
-    assert "--temperature" in capsys.readouterr().err
+    assert str(info.value) == "argument --temperature: invalid float value: 'warm'"
 
 
 def test_unknown_flag_is_rejected():
     with pytest.raises(RecipeError, match="--temprature"):
         parse_recipe(ARGUMENT_CLASSES, [str(DEMO), "--temprature", "0.2"])
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--num_epochs", "1"], "unknown flag --num_epochs; did you mean --num_train_epochs?"),
+        (["--num_epochs=1"], "unknown flag --num_epochs; did you mean --num_train_epochs?"),
+        (["--logit_adjustmen", "false"], "unknown flag --logit_adjustmen; did you mean --logit_adjustment?"),
+        (["--no_logit_adjustmen"], "unknown flag --no_logit_adjustmen; did you mean --no_logit_adjustment?"),
+        (["--label_name", "labels", "more"], "unknown flag --label_name; did you mean --label_names?"),  # nargs="+"
+        (["--seed", "3", "--fold", "1"], "unknown flag --fold; did you mean --folds?"),  # cross_validate.py's
+    ],
+)
+def test_a_misspelt_flag_names_the_flag_meant(flags, message):
+    """As a misspelt YAML key does: the closest flag only, not every flag that shares a word."""
+    with pytest.raises(RecipeError) as info:
+        parse_recipe((*ARGUMENT_CLASSES, CrossValidationArguments), [str(DEMO), *flags])
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--optimizer_recipe", "officia"], "argument --optimizer_recipe: invalid choice: 'officia' (choose from "
+                                            "'official', 'trainer')"),
+        (["--method", "cee"], "method='cee' is unknown; choose one of ['aduni', 'aduni_fixed', "),
+        (["--eval_strategy", "epochh"], "please select one of ['no', 'steps', 'epoch']"),
+        (["--report_to", "tensorbord"], "report_to=tensorbord is unknown; choose 'none', 'all' or integrations "
+                                        "among ['azure_ml', "),
+    ],
+)  # fmt: skip
+def test_a_misspelt_value_names_the_choices(flags, message):
+    """Before any data is read: report_to's integrations are otherwise checked when the Trainer is built."""
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(ARGUMENT_CLASSES, [str(DEMO), *flags])
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("script", "run", "args"),
+    [
+        pytest.param("train.py", run_script, [], id="train.py"),
+        pytest.param("cross_validate.py", run_script_here, ["--dataset", "digits_lt"], id="cross_validate.py"),
+    ],
+)
+def test_a_script_without_a_recipe_prints_its_usage_and_exits_2(tmp_path, script, run, args):
+    result = run(script, *args, cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and result.stdout == "", result.stderr[-2000:]
+    assert lines[0] == f"usage: {script} RECIPE.yaml [--field value ...]"
+    assert f"python scripts/{script} configs/demo.yaml" in lines[1] and f"{script} --help" in lines[2]
+    assert lines[3].startswith("error: the first argument is a recipe (a .yaml file") and len(lines) == 4
+    assert list(tmp_path.iterdir()) == []  # nothing trained, nothing written
+
+
+@pytest.mark.parametrize(("script", "run"), SCRIPT_RUNS)
+def test_a_script_refuses_a_misspelt_flag_in_one_line_with_exit_2(tmp_path, script, run):
+    result = run(script, str(DEMO), "--num_epochs", "1", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: unknown flag --num_epochs; did you mean --num_train_epochs?"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def help_text(capsys, classes, *argv: str) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_command_line(classes, "python scripts/train.py configs/demo.yaml", list(argv))
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_lists_our_fields_by_dataclass_then_the_trainers_most_used(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    text = help_text(capsys, ARGUMENT_CLASSES, "--help")
+    lines = text.splitlines()
+    assert lines[0].endswith(" RECIPE.yaml [--field value ...]") and lines[0].startswith("usage: ")
+    sections = [line[:-1] for line in lines if line.endswith(":") and not line.startswith(" ")]
+    assert sections == ["options", "ModelArguments", "DataArguments", "MethodArguments", "AdUniTrainingArguments",
+                        "TrainingArguments, the most used"]  # fmt: skip
+    shown = re.findall(r"^  (?:-h, )?(--\w+)", text, flags=re.MULTILINE)
+    ours = [f.name for cls in ARGUMENT_CLASSES[:3] for f in dataclasses.fields(cls) if f.init]
+    declared = vars(AdUniTrainingArguments)["__annotations__"]  # added, or given another default
+    ours += [f.name for f in dataclasses.fields(AdUniTrainingArguments) if f.name in declared]
+    most_used = [name for name in MOST_USED_TRAINER_FIELDS if name not in declared]
+    assert shown == ["--help", "--help_all", *(f"--{name}" for name in ours + most_used)]
+    assert "Every transformers.TrainingArguments field works too; --help_all lists them." in lines
+    assert "(default: 384)" in " ".join(text.split("--image_size IMAGE_SIZE")[1].split("--zero_init")[0].split())
+    assert len(lines) < 450  # the Trainer's ~170 other fields are one line away (--help_all)
+
+
+def test_help_all_lists_every_field_and_a_recipe_shows_its_values(capsys):
+    trainer_fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    assert set(MOST_USED_TRAINER_FIELDS) <= trainer_fields  # no misspelt name in the short list
+    classes = (*ARGUMENT_CLASSES, CrossValidationArguments)
+    text = help_text(capsys, classes, str(DEMO), "--help_all")
+    shown = set(re.findall(r"^  --(\w+)", text, flags=re.MULTILINE))
+    assert shown >= {f.name for cls in classes for f in dataclasses.fields(cls) if f.init}
+    assert text.rstrip().splitlines()[-1].startswith("A true/false field")
+    assert f"The defaults shown are {DEMO}'s values." in " ".join(text.split())
+    assert "(default: 32)" in " ".join(text.split("--image_size IMAGE_SIZE")[1].split("--zero_init")[0].split())
 
 
 def test_recipe_that_is_not_a_mapping(tmp_path):

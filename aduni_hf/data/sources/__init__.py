@@ -6,6 +6,6 @@ registered with `@DATASETS.register("name")`, plus its import below.
 """
 
 from . import aptos2019, csv_labels, digits_lt, imagefolder, isic2018, medmnist  # noqa: F401  (each registers itself)
-from .builders import DATASETS, build_dataset
+from .builders import DATASETS, SOURCE_CHECKS, build_dataset, check_source
 
-__all__ = ["DATASETS", "build_dataset"]
+__all__ = ["DATASETS", "SOURCE_CHECKS", "build_dataset", "check_source"]

@@ -10,6 +10,10 @@ import datasets
 from ...registry import Registry
 
 DATASETS: Registry[Callable[..., datasets.Dataset]] = Registry("dataset")
+# What a source can check of its raw download without reading it (its file is where data_dir says), under the
+# source's name: a run calls `check_source` before it writes anything, so a recipe whose data is missing fails
+# at once. A source without a check is checked when it is built.
+SOURCE_CHECKS: Registry[Callable[..., None]] = Registry("source check")
 
 # The metrics each built-in source's community ranks by, its headline first (docs/method.md, "Evaluation and
 # folds"). The source writes them into its data set's metadata (`assemble_dataset(metrics=...)`); a data set
@@ -31,3 +35,10 @@ def build_dataset(
     (and any subsampling); builder-specific `options` are passed on. An unknown name lists the choices.
     """
     return DATASETS[name](data_dir=data_dir, num_folds=num_folds, seed=seed, **options)
+
+
+def check_source(name: str, data_dir: str | None = None, **options: Any) -> None:
+    """Raise a `DataValidationError` naming the field when the raw download of data set `name` is not where
+    `data_dir` (and `options`) say, without reading it; a source that registers no check passes."""
+    if name in SOURCE_CHECKS:
+        SOURCE_CHECKS[name](data_dir=data_dir, **options)

@@ -4,7 +4,7 @@ An npz holds train_images, train_labels, val_images, val_labels, test_images, te
 (N, H, W, 3) or (N, H, W), H = W from 28 to 224; labels (N, 1). `data_dir` is the .npz file, or a folder with
 `<name>.npz` (or one `<name>_<size>.npz`, or `medmnist_file`). Images are stored as 8-bit RGB. The official
 split is kept as a `split` column (train / val / test) and the folds are assigned over all images. No
-download: the file must be on disk.
+download: the file must be on disk (`where_to_download` says where it comes from).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from PIL import Image
 from ..assemble import RawItem, assemble_dataset
 from ..images import as_rgb
 from ..validation import DataValidationError, InvalidItems, Location
-from .builders import DATASETS, SOURCE_METRICS
+from .builders import DATASETS, SOURCE_CHECKS, SOURCE_METRICS
 
 SPLITS = ("train", "val", "test")
 # MedMNIST's label order (INFO["dermamnist"]["label"]); the same 7 classes as ISIC2018 / HAM10000.
@@ -36,7 +36,20 @@ DERMAMNIST_CLASS_NAMES = (
 RETINAMNIST_CLASS_NAMES = ("0", "1", "2", "3", "4")  # diabetic retinopathy grades, as MedMNIST names them
 
 
-def find_npz(data_dir: Path, name: str, medmnist_file: str | None) -> Path:
+MEDMNIST_RECORD = "https://zenodo.org/records/10519652"  # MedMNIST v2's .npz files, every data set and size
+SIZES = (28, 64, 128, 224)  # <name>.npz holds 28x28 images; <name>_<size>.npz the larger ones
+
+
+def where_to_download(name: str, python_class: str) -> str:
+    """Where the npz of MedMNIST data set `name` comes from, and the file names the reader accepts."""
+    return (
+        f"the file is {name}.npz (28 px) or {name}_<size>.npz ({', '.join(map(str, SIZES[1:]))} px) of MedMNIST v2 "
+        f"(Yang et al., Scientific Data 2023): download it from {MEDMNIST_RECORD}, or pip install medmnist and run "
+        f"python -c \"import medmnist; medmnist.{python_class}(split='train', size=224, download=True, root='.')\""
+    )
+
+
+def find_npz(data_dir: Path, name: str, python_class: str, medmnist_file: str | None) -> Path:
     """The npz: data_dir itself, data_dir/medmnist_file, data_dir/<name>.npz or the only data_dir/<name>_*.npz."""
     if data_dir.is_file():
         return data_dir
@@ -44,17 +57,37 @@ def find_npz(data_dir: Path, name: str, medmnist_file: str | None) -> Path:
         path = Path(medmnist_file)
         path = path if path.is_absolute() or path.is_file() else data_dir / path
         if not path.is_file():
-            raise DataValidationError(f"{name}: MedMNIST file {path} does not exist")
+            raise DataValidationError(
+                f"{name}: MedMNIST file {path} does not exist; {where_to_download(name, python_class)}"
+            )
         return path
+    if not data_dir.is_dir():
+        raise DataValidationError(
+            f"{name}: data_dir {data_dir} does not exist (give the .npz file or its folder); "
+            f"{where_to_download(name, python_class)}"
+        )
     if (data_dir / f"{name}.npz").is_file():
         return data_dir / f"{name}.npz"
-    candidates = sorted(data_dir.glob(f"{name}_*.npz")) if data_dir.is_dir() else []
-    if len(candidates) != 1:
+    candidates = sorted(data_dir.glob(f"{name}_*.npz"))
+    if not candidates:
+        raise DataValidationError(
+            f"{name}: no {name}.npz or {name}_<size>.npz in data_dir {data_dir}; {where_to_download(name, python_class)}"
+        )
+    if len(candidates) > 1:
         raise DataValidationError(
             f"{name}: expected one {name}.npz (or {name}_<size>.npz) in {data_dir}, found "
-            f"{[p.name for p in candidates]}; give the file as data_dir or with medmnist_file"
+            f"{[p.name for p in candidates]}; give the one to train on as data_dir"
         )
     return candidates[0]
+
+
+def locate_npz(name: str, python_class: str, data_dir: str | None, medmnist_file: str | None) -> Path:
+    """The npz of data set `name` that `data_dir` (or `medmnist_file`) names (`find_npz`), not read yet."""
+    if data_dir is None and medmnist_file is None:
+        raise DataValidationError(
+            f"{name} needs data_dir: the .npz file or its folder; {where_to_download(name, python_class)}"
+        )
+    return find_npz(Path(data_dir) if data_dir is not None else Path("."), name, python_class, medmnist_file)
 
 
 def read_medmnist(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -93,6 +126,7 @@ def read_medmnist(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def build_medmnist(
     name: str,
+    python_class: str,
     class_names: Sequence[str],
     *,
     data_dir: str | None,
@@ -104,10 +138,9 @@ def build_medmnist(
     cache_dir: str | None,
     num_workers: int,
 ) -> datasets.Dataset:
-    """MedMNIST data set `name` with labels 0..len(class_names)-1 (module docstring)."""
-    if data_dir is None and medmnist_file is None:
-        raise ValueError(f"{name} needs data_dir: the {name}.npz file or its folder")
-    path = find_npz(Path(data_dir) if data_dir is not None else Path("."), name, medmnist_file)
+    """MedMNIST data set `name` (the medmnist package's `python_class`) with labels 0..len(class_names)-1 (module
+    docstring)."""
+    path = locate_npz(name, python_class, data_dir, medmnist_file)
     invalid = InvalidItems(skip_invalid, source=f"{name} ({path})")
     items = []
     for split, (pixels, labels) in read_medmnist(path).items():
@@ -136,9 +169,9 @@ def build_medmnist(
     )
 
 
-def register_medmnist(name: str, class_names: tuple[str, ...], description: str) -> None:
-    """Register the MedMNIST data set `name` with its class names (the reader's options stay named parameters,
-    as `prepare_dataset` reads them from the signature)."""
+def register_medmnist(name: str, python_class: str, class_names: tuple[str, ...], description: str) -> None:
+    """Register the MedMNIST data set `name` (the medmnist package's `python_class`) with its class names (the
+    reader's options stay named parameters, as `prepare_dataset` reads them from the signature)."""
 
     def build(
         data_dir: str | None = None,
@@ -152,6 +185,7 @@ def register_medmnist(name: str, class_names: tuple[str, ...], description: str)
     ) -> datasets.Dataset:
         return build_medmnist(
             name,
+            python_class,
             class_names,
             data_dir=data_dir,
             num_folds=num_folds,
@@ -163,10 +197,14 @@ def register_medmnist(name: str, class_names: tuple[str, ...], description: str)
             num_workers=num_workers,
         )
 
+    def check(data_dir: str | None = None, medmnist_file: str | None = None, **_: object) -> None:
+        locate_npz(name, python_class, data_dir, medmnist_file)
+
     build.__name__ = build.__qualname__ = f"build_{name}"
     build.__doc__ = f"{description} (module docstring); options as in `prepare_dataset`."
     DATASETS.register(name)(build)
+    SOURCE_CHECKS.register(name)(check)
 
 
-register_medmnist("dermamnist", DERMAMNIST_CLASS_NAMES, "DermaMNIST: the 7 HAM10000 classes")
-register_medmnist("retinamnist", RETINAMNIST_CLASS_NAMES, "RetinaMNIST: 5 diabetic retinopathy grades")
+register_medmnist("dermamnist", "DermaMNIST", DERMAMNIST_CLASS_NAMES, "DermaMNIST: the 7 HAM10000 classes")
+register_medmnist("retinamnist", "RetinaMNIST", RETINAMNIST_CLASS_NAMES, "RetinaMNIST: 5 diabetic retinopathy grades")
