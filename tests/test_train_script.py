@@ -13,6 +13,9 @@ import yaml
 from huggingface_hub import ModelCard
 from PIL import Image
 
+from aduni_hf.hub.model_card import MODEL_ID_PLACEHOLDER
+from tests.card_helpers import check_recipe_table, recipe_table, usage_snippet
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO_COMMAND = "accelerate launch --config_file configs/accelerate/single.yaml scripts/train.py configs/demo.yaml"
 
@@ -106,6 +109,18 @@ def test_model_card_carries_the_results(demo_run):
     assert by_type["accuracy"] == pytest.approx(results["test_accuracy"], abs=1e-4)
     assert by_type["f1"] == pytest.approx(results["test_macro_f1"], abs=1e-4)
     assert "digits_lt" in card.text and "| 9 |" in card.text
+
+
+def test_model_card_states_the_recipe_in_force_and_how_to_load_the_model(demo_run):
+    """The card's recipe table is run_config.yaml's values in force; without hub_model_id its usage snippet names a
+    marked placeholder, not the output folder."""
+    output_dir, _ = demo_run
+    text = ModelCard.load(output_dir / "README.md").text
+    table = recipe_table(text)
+    check_recipe_table(table, yaml.safe_load((output_dir / "run_config.yaml").read_text()))
+    assert table["epochs"] == "2" and table["batch"] == "64 per device × 1 process × 1 accumulation step = 64"
+    assert f'model="{MODEL_ID_PLACEHOLDER}", trust_remote_code=True' in usage_snippet(text)
+    assert f"`{MODEL_ID_PLACEHOLDER}` is a placeholder" in text and 'model="out"' not in text
 
 
 def test_saved_model_runs_in_a_pipeline(demo_run):
