@@ -77,12 +77,27 @@ def test_official_recipe_runs_without_clipping(demo_run):
     assert run_config["AdUniTrainingArguments"]["max_grad_norm"] == 0.0
 
 
+def documented_outputs() -> set[str]:
+    """The files of the README's list "The demo writes `outputs/demo/`:" (a folder ends with "/"; the files of
+    `figures/` as figures/<name>)."""
+    text = (REPO / "README.md").read_text()
+    start = text.index("The demo writes `outputs/demo/`:\n\n") + len("The demo writes `outputs/demo/`:\n\n")
+    names = set()
+    for item in text[start : text.index("\n\n", start)].split("\n- "):
+        files = re.findall(r"`([\w.-]+(?:\.\w+|/))`", item)
+        folder = files[0] if files and files[0].endswith("/") else ""
+        names |= {name if not folder or name == folder else folder + name for name in files}
+    return names
+
+
 def test_output_dir_holds_the_documented_files(demo_run):
+    """The README's list of the demo's output files is complete and exact."""
     output_dir, _ = demo_run
-    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "configuration_aduni.py",
-                 "modeling_aduni.py", "README.md", "run_config.yaml", "train_results.json", "eval_results.json",
-                 "test_results.json", "trainer_state.json", "all_results.json"):  # fmt: skip
-        assert (output_dir / name).is_file(), name
+    written = {
+        str(path.relative_to(output_dir)) + ("/" if path.is_dir() else "")
+        for path in [*output_dir.iterdir(), *(output_dir / "figures").iterdir()]
+    }
+    assert written == documented_outputs()
     config = json.loads((output_dir / "config.json").read_text())
     assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForImageClassification"}
     assert config["id2label"]["9"] == "9" and config["image_size"] == 32
