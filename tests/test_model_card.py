@@ -14,6 +14,7 @@ from aduni_hf.evaluation.cv_summary import REPORTED_MODELS
 from aduni_hf.evaluation.metric_names import dataset_metrics
 from aduni_hf.hub import render_cv_model_card, render_model_card
 from aduni_hf.hub.model_card import DATASET_BIASES, DEFAULT_TEMPLATE, MODEL_ID_PLACEHOLDER, UNKNOWN_BIAS
+from tests.card_helpers import usage_snippet
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["nevus", "melanoma", "bcc"]
@@ -176,7 +177,7 @@ def test_cv_card_content(cv_results):
         f'AutoModelForImageClassification.from_pretrained(\n    "{MODEL_ID_PLACEHOLDER}", subfolder="fold_0", '
         "trust_remote_code=True\n)" in text
     )
-    assert f"Replace `{MODEL_ID_PLACEHOLDER}`" in text
+    assert f"`{MODEL_ID_PLACEHOLDER}` is a placeholder: replace it with the Hub repository" in text
     assert DATASET_BIASES["isic2018"] in text
     assert "Fold-to-fold spread is given beside every mean" in text
 
@@ -192,6 +193,49 @@ def test_cv_card_with_model_id_and_without_optional_rows(cv_results):
     assert "SELECTED ON THE TEST FOLD" not in text and "best validation" not in text
     assert "paper, 5-fold mean" not in text and "reads the test fold every epoch" not in text
     assert UNKNOWN_BIAS in text
+
+
+@pytest.mark.parametrize(
+    ("hub_model_id", "shown"),
+    [
+        ("someone/demo-run", "someone/demo-run"),
+        (None, MODEL_ID_PLACEHOLDER),
+        ("demo-run", MODEL_ID_PLACEHOLDER),
+    ],
+)
+def test_run_card_snippet_names_the_hub_id_or_a_marked_placeholder(hub_model_id, shown):
+    """A full Hub id is what `pipeline` loads; without one (or with a bare name, pushed under an owner the card
+    cannot know) a marked placeholder, never the local folder's name."""
+    text = run_card(model_id=hub_model_id, model_name="demo").text
+    assert usage_snippet(text) == (
+        "from transformers import pipeline\n\n"
+        f'classifier = pipeline("image-classification", model="{shown}", trust_remote_code=True)\n'
+        'classifier("image.png")\n'
+    )
+    assert 'model="demo"' not in text
+    assert (f"`{MODEL_ID_PLACEHOLDER}` is a placeholder" in text) == (shown == MODEL_ID_PLACEHOLDER)
+
+
+@pytest.mark.parametrize("hub_model_id", ["someone/aduni-cv", None])
+def test_a_folds_card_and_the_cross_validation_card_share_the_usage_section(cv_results, hub_model_id):
+    """A fold's card (its model in `fold_0/` of the experiment's repository) and the summary card load the same
+    model with the same snippet: `subfolder`, the remote code from the top of the repository."""
+    fold_card = run_card(model_id=hub_model_id, subfolder="fold_0").text
+    cv_card = render_cv_model_card(
+        cv_results, method_description="d", recipe=RECIPE, model_id=hub_model_id or ""
+    ).text
+    shown = hub_model_id or MODEL_ID_PLACEHOLDER
+    for text in (fold_card, cv_card):
+        assert usage_snippet(text) == (
+            "from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline\n\n"
+            "model = AutoModelForImageClassification.from_pretrained(\n"
+            f'    "{shown}", subfolder="fold_0", trust_remote_code=True\n)\n'
+            f'processor = AutoImageProcessor.from_pretrained("{shown}", subfolder="fold_0")\n'
+            'classifier = pipeline("image-classification", model=model, image_processor=processor)\n'
+            'classifier("image.png")\n'
+        )
+        assert "from the top of the repository" in text
+        assert ("(the one that holds `fold_0/`)" in text) == (hub_model_id is None)
 
 
 def test_run_card_of_aptos_shows_kappa_as_its_headline():

@@ -13,6 +13,9 @@ import yaml
 from huggingface_hub import ModelCard
 from PIL import Image
 
+from aduni_hf.hub.model_card import MODEL_ID_PLACEHOLDER
+from tests.card_helpers import check_recipe_table, recipe_table, usage_snippet
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO_COMMAND = "accelerate launch --config_file configs/accelerate/single.yaml scripts/train.py configs/demo.yaml"
 
@@ -74,12 +77,27 @@ def test_official_recipe_runs_without_clipping(demo_run):
     assert run_config["AdUniTrainingArguments"]["max_grad_norm"] == 0.0
 
 
+def documented_outputs() -> set[str]:
+    """The files of the README's list "The demo writes `outputs/demo/`:" (a folder ends with "/"; the files of
+    `figures/` as figures/<name>)."""
+    text = (REPO / "README.md").read_text()
+    start = text.index("The demo writes `outputs/demo/`:\n\n") + len("The demo writes `outputs/demo/`:\n\n")
+    names = set()
+    for item in text[start : text.index("\n\n", start)].split("\n- "):
+        files = re.findall(r"`([\w.-]+(?:\.\w+|/))`", item)
+        folder = files[0] if files and files[0].endswith("/") else ""
+        names |= {name if not folder or name == folder else folder + name for name in files}
+    return names
+
+
 def test_output_dir_holds_the_documented_files(demo_run):
+    """The README's list of the demo's output files is complete and exact."""
     output_dir, _ = demo_run
-    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "configuration_aduni.py",
-                 "modeling_aduni.py", "README.md", "run_config.yaml", "train_results.json", "eval_results.json",
-                 "test_results.json", "trainer_state.json", "all_results.json"):  # fmt: skip
-        assert (output_dir / name).is_file(), name
+    written = {
+        str(path.relative_to(output_dir)) + ("/" if path.is_dir() else "")
+        for path in [*output_dir.iterdir(), *(output_dir / "figures").iterdir()]
+    }
+    assert written == documented_outputs()
     config = json.loads((output_dir / "config.json").read_text())
     assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForImageClassification"}
     assert config["id2label"]["9"] == "9" and config["image_size"] == 32
@@ -106,6 +124,18 @@ def test_model_card_carries_the_results(demo_run):
     assert by_type["accuracy"] == pytest.approx(results["test_accuracy"], abs=1e-4)
     assert by_type["f1"] == pytest.approx(results["test_macro_f1"], abs=1e-4)
     assert "digits_lt" in card.text and "| 9 |" in card.text
+
+
+def test_model_card_states_the_recipe_in_force_and_how_to_load_the_model(demo_run):
+    """The card's recipe table is run_config.yaml's values in force; without hub_model_id its usage snippet names a
+    marked placeholder, not the output folder."""
+    output_dir, _ = demo_run
+    text = ModelCard.load(output_dir / "README.md").text
+    table = recipe_table(text)
+    check_recipe_table(table, yaml.safe_load((output_dir / "run_config.yaml").read_text()))
+    assert table["epochs"] == "2" and table["batch"] == "64 per device × 1 process × 1 accumulation step = 64"
+    assert f'model="{MODEL_ID_PLACEHOLDER}", trust_remote_code=True' in usage_snippet(text)
+    assert f"`{MODEL_ID_PLACEHOLDER}` is a placeholder" in text and 'model="out"' not in text
 
 
 def test_saved_model_runs_in_a_pipeline(demo_run):

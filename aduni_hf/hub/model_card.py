@@ -70,8 +70,8 @@ SELECTED_ROWS = (
 )
 
 
-# The usage snippet of a cross-validation card without a Hub id: a placeholder the card tells the reader to replace.
-MODEL_ID_PLACEHOLDER = "<your-hub-id>"
+# The usage snippet's repository when the card knows none: a placeholder the card tells the reader to replace.
+MODEL_ID_PLACEHOLDER = "<your-hub-id-or-local-folder>"
 _CARD_TAGS = ["aduni", "imbalanced-classification", "contrastive-learning", "medical-imaging"]
 _PAPER_LABEL = "paper, 5-fold mean (Cong et al. 2022)"
 
@@ -201,6 +201,24 @@ def _card_metric_ids(metrics: DatasetMetrics) -> list[str]:
     return list(dict.fromkeys(MODEL_INDEX_METRICS[name][0] for name in _card_columns(metrics)))
 
 
+def recipe_rows(recipe: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The recipe table's rows (`aduni_hf.recipes.recipe_table.recipe_summary`), a setting without a value left out."""
+    return [(key, value) for key, value in recipe.items() if value is not None]
+
+
+def usage(model_id: str | None, subfolder: str = "") -> dict[str, Any]:
+    """The template's variables of the usage snippet ("Use"): the repository it loads from, `model_id` when it is
+    a full Hub id (owner/name), else `MODEL_ID_PLACEHOLDER` (flagged, so that the card says to replace it; a bare
+    name is pushed under an owner the card cannot know, and a local folder's name means nothing on the Hub); and the
+    folder of the repository that holds the model (`fold_<k>` of a cross-validation; "" for its top)."""
+    full_id = bool(model_id) and len(str(model_id).split("/")) == 2 and all(str(model_id).split("/"))
+    return {
+        "model_id": model_id if full_id else MODEL_ID_PLACEHOLDER,
+        "model_id_placeholder": not full_id,
+        "subfolder": subfolder,
+    }
+
+
 def _render(card_data: ModelCardData, template_path: str | Path | None = None, **variables: Any) -> ModelCard:
     """The one renderer of both cards: `card_data` as the YAML header, `variables` filling the template."""
     template = Path(template_path) if template_path is not None else DEFAULT_TEMPLATE
@@ -219,7 +237,7 @@ def _render(card_data: ModelCardData, template_path: str | Path | None = None, *
 def render_model_card(
     *,
     model_name: str,
-    model_id: str,
+    model_id: str | None,
     dataset_name: str,
     class_names: Sequence[str],
     train_class_counts: Sequence[int],
@@ -238,11 +256,14 @@ def render_model_card(
     paper: Mapping[str, tuple[float, float]] | None = None,
     figures: Sequence[tuple[str, str]] = (),
     metrics: DatasetMetrics | None = None,
+    subfolder: str = "",
 ) -> ModelCard:
     """A single run's `huggingface_hub.ModelCard`, its YAML carrying the test-fold results as a model-index.
 
-    `metrics` are the data set's own (its metadata's `headline_metric` and `dataset_metrics`); by default those of
-    the source `dataset_key` (aduni_hf/evaluation/metric_names.py)."""
+    `model_id` is the Hub repository of the run (a placeholder in the usage snippet unless it is a full id, see
+    `usage`), `subfolder` its folder there (a cross-validation's `fold_<k>`); `recipe` maps each setting to its
+    value in force (the recipe table). `metrics` are the data set's own (its metadata's `headline_metric` and
+    `dataset_metrics`); by default those of the source `dataset_key` (aduni_hf/evaluation/metric_names.py)."""
     if metrics is None:
         metrics = dataset_metrics({"source": dataset_key or dataset_name})
     split = f"fold {test_fold} of {num_folds} (held out)"
@@ -263,8 +284,7 @@ def render_model_card(
         template_path,
         cross_validation=False,
         model_name=model_name,
-        model_id=model_id,
-        model_id_placeholder=False,
+        **usage(model_id, subfolder),
         dataset_name=dataset_name,
         num_classes=len(class_names),
         imbalance_ratio=f"{max(nonzero) / min(nonzero):.1f}" if nonzero else "n/a",
@@ -279,7 +299,7 @@ def render_model_card(
             {"name": name, "count": count, "f1": f"{float(results.get(f'test_f1_{name}', float('nan'))):.4f}"}
             for name, count in zip(class_names, counts, strict=True)
         ],
-        recipe=list(recipe.items()),
+        recipe=recipe_rows(recipe),
         selection_note=selection_note,
         metric_headers=_column_headers(metrics),
         result_rows=result_rows(results, paper, _card_columns(metrics)),
@@ -304,8 +324,9 @@ def render_cv_model_card(
     metrics as a model-index (`headline_metric`, `dataset_metrics`; else those of its source).
 
     `results["paper"]` is the paper's row for this method and data set (None when it has none); `recipe` maps each
-    setting to its value in force (the recipe table); `figures` are (caption, path relative to the folder);
-    `model_id` is the Hub repository of the folder, `MODEL_ID_PLACEHOLDER` in the usage snippet when empty.
+    setting to its value in force (the recipe table, the same as each fold's); `figures` are (caption, path
+    relative to the folder); `model_id` is the Hub repository of the folder (a placeholder in the usage snippet
+    unless it is a full id, see `usage`), whose first fold's folder the snippet loads.
     """
     dataset_key = str(results.get("dataset_name") or results.get("dataset", ""))
     mean, std = results["mean"], results["std"]
@@ -330,10 +351,8 @@ def render_cv_model_card(
         card_data,
         cross_validation=True,
         title=results["title"],
-        model_id=model_id or MODEL_ID_PLACEHOLDER,
-        model_id_placeholder=not model_id,
+        **usage(model_id, f"{FOLD_PREFIX}{fold_ids[0]}" if fold_ids else f"{FOLD_PREFIX}0"),
         fold_ids=fold_ids,
-        fold_folder=f"{FOLD_PREFIX}{fold_ids[0]}" if fold_ids else f"{FOLD_PREFIX}0",
         dataset_name=dataset_key or "an unnamed data set",
         num_classes=len(class_names),
         num_folds=int(results.get("num_folds") or len(fold_ids)),
@@ -344,7 +363,7 @@ def render_cv_model_card(
             {"name": name, "f1": paper_format(mean["f1"].get(name, nan), std["f1"].get(name, nan))}
             for name in class_names
         ],
-        recipe=[(key, value) for key, value in recipe.items() if value is not None],
+        recipe=recipe_rows(recipe),
         metric_headers=_column_headers(metrics),
         result_rows=cv_result_rows(results, paper, _card_columns(metrics)),
         headline_sentence=headline_sentence(metrics, dataset_key),

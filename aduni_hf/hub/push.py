@@ -32,10 +32,14 @@ from huggingface_hub import HfApi, ModelCard, ModelCardData
 
 logger = logging.getLogger(__name__)
 
-# What a cross-validation folder uploads: the summary, its figures and every fold's final model folder, without
-# checkpoints, stage folders or the selection weights (the final model is each fold's model.safetensors).
+# The model's remote code, which a cross-validation folder also holds at its top: transformers 5.25 reads remote
+# code from the top of a repository even when `from_pretrained` is given `subfolder`.
+REMOTE_CODE_FILES = ("configuration_aduni.py", "modeling_aduni.py")
+# What a cross-validation folder uploads: the summary, its figures, the remote code and every fold's final model
+# folder, without checkpoints, stage folders or the selection weights (the final model is each fold's
+# model.safetensors).
 CV_ALLOW_PATTERNS = (
-    "README.md", "cv_results.*", "cv_recipe.json", "figures/*",
+    "README.md", "cv_results.*", "cv_recipe.json", "figures/*", *REMOTE_CODE_FILES,
     "fold_*/config.json", "fold_*/model.safetensors", "fold_*/preprocessor_config.json", "fold_*/*.py",
     "fold_*/README.md", "fold_*/*_results.json", "fold_*/run_config.yaml", "fold_*/figures/*",
 )  # fmt: skip

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
+from transformers.dynamic_module_utils import custom_object_save
 
 from ..evaluation.cv_summary import (
     CV_MARKDOWN_NAME,
@@ -50,6 +51,7 @@ from ..hub.push import (
     CV_IGNORE_PATTERNS,
     HUB_PREFIX,
     LAST_CHECKPOINT,
+    REMOTE_CODE_FILES,
     HubLocation,
     download_files,
     push_folder,
@@ -58,6 +60,7 @@ from ..hub.push import (
     training_card,
 )
 from ..methods import METHODS, Method, MethodArguments
+from ..modeling_aduni import AdUniForImageClassification
 from ..training import AdUniTrainingArguments
 from ..training.checkpoints import checkpoint_step
 from ..utils import write_atomic
@@ -65,7 +68,7 @@ from .arguments import DataArguments, ModelArguments
 from .checks import check_recipe
 from .errors import RecipeError, RunFolderError
 from .experiment_figures import experiment_figures
-from .results import recipe_summary
+from .recipe_table import recipe_summary
 from .run import check_hub_strategy, resolved_config, run_training
 from .run_data import prepared_metadata
 from .run_folder import FINISHED_NAME, HUB_STAGING_NAME, RESUMABLE_FIELDS, differs, hub_failure
@@ -210,6 +213,7 @@ def write_summary(
             for path in experiment_figures([output_dir], output_dir / "figures")
         ]
     method = METHODS[results["method"]]
+    write_remote_code(output_dir)
     card = render_cv_model_card(
         results,
         method_description=method.description,
@@ -230,6 +234,15 @@ def write_summary(
             commit_message=f"AdUni cross-validation: {results['title']}",
         )
         print(f"pushed to {url}")
+
+
+def write_remote_code(output_dir: Path) -> None:
+    """The model's remote code (`REMOTE_CODE_FILES`, written as `save_pretrained` writes it beside the weights) at
+    the top of the cross-validation folder, so that `from_pretrained(folder_or_repo, subfolder="fold_<k>",
+    trust_remote_code=True)` finds it there: transformers looks for remote code at the top, not in `subfolder`."""
+    written = sorted(Path(path).name for path in custom_object_save(AdUniForImageClassification, output_dir))
+    if written != sorted(REMOTE_CODE_FILES):  # the push uploads REMOTE_CODE_FILES only
+        raise RuntimeError(f"the remote code is {written}; the push uploads {list(REMOTE_CODE_FILES)}")
 
 
 def run_cross_validation(
@@ -321,8 +334,8 @@ def experiment_location(training_args: AdUniTrainingArguments) -> HubLocation | 
 def fold_arguments(
     training_args: AdUniTrainingArguments, directory: Path, location: HubLocation | None, pushed: str | None
 ) -> tuple[AdUniTrainingArguments, str]:
-    """The arguments of the fold in `directory`, and the folder of the repository its saves are pushed to. With
-    pushes while training, the fold pushes into the experiment's repository under its folder name; with
+    """The arguments of the fold in `directory`, and its folder in the experiment's repository (`fold_<k>`: its
+    card loads the model from there). With pushes while training, the fold pushes its saves into that folder; with
     `hub_strategy` `end`, the experiment is pushed once, at the end, with its summary card."""
     pushing = pushes_while_training(training_args.push_to_hub, training_args.hub_strategy)
     resume = training_args.resume_from_checkpoint
@@ -335,7 +348,7 @@ def fold_arguments(
         hub_model_id=training_args.hub_model_id or (directory.parent.name if pushing else None),
         resume_from_checkpoint=resume,
     )  # fmt: skip
-    return fold_args, directory.name if pushing else ""
+    return fold_args, directory.name
 
 
 def push_experiment_start(output_dir: Path, training_args: AdUniTrainingArguments, summary: dict[str, Any]) -> None:
@@ -345,9 +358,10 @@ def push_experiment_start(output_dir: Path, training_args: AdUniTrainingArgument
     card = training_card(repo_id=repo_id, path_in_repo="", title=f"{repo_id} (cross-validation)", recipe=summary,
                          strategy=training_args.hub_strategy)  # fmt: skip
     write_atomic(output_dir / "README.md", card)
+    write_remote_code(output_dir)  # the folds' cards load their model with `subfolder`: it must be at the top
     push_folder(
         output_dir, repo_id, token=training_args.hub_token, private=training_args.hub_private_repo,
-        allow_patterns=("README.md", CV_RECIPE_NAME), commit_message="Cross-validation started",
+        allow_patterns=("README.md", CV_RECIPE_NAME, *REMOTE_CODE_FILES), commit_message="Cross-validation started",
     )  # fmt: skip
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import safetensors.torch
 from huggingface_hub import ModelCard
@@ -18,8 +17,8 @@ from ..methods import Method, MethodArguments
 from ..training import OFFICIAL_SELECTION, VALIDATION_SELECTION, AdUniTrainer, AdUniTrainingArguments
 from ..training.model_selection import selected_model
 from .arguments import DataArguments, ModelArguments
+from .recipe_table import recipe_summary
 from .run_data import RunData
-from .staged_training import describe_stage, resolve_stage
 
 # The reported models besides the last epoch's: (selection name, metric prefix in test_results.json).
 SELECTED_MODELS = ((VALIDATION_SELECTION, "test_best_val"), (OFFICIAL_SELECTION, "test_official_selection"))
@@ -99,48 +98,6 @@ def has_logged(trainer: AdUniTrainer, prefix: str, figure: str) -> bool:
     return False
 
 
-def weights_source(model_args: ModelArguments) -> str:
-    if model_args.model_name_or_path:
-        return f"from {model_args.model_name_or_path}"
-    if model_args.backbone_pretrained:  # a local path is named by its last part only (the card may be public)
-        source = model_args.backbone_pretrained
-        where = f"the local {Path(source).name}" if Path(source).expanduser().exists() else source
-        return f"initialised with the pretrained weights {where}, loaded by timm"
-    return "from scratch"
-
-
-def recipe_summary(
-    model_args: ModelArguments,
-    data_args: DataArguments,
-    method_args: MethodArguments,
-    args: AdUniTrainingArguments,
-    method: Method,
-) -> dict[str, Any]:
-    """The settings a reader of the model card needs, in the paper's terms, with the values in force."""
-    summary: dict[str, Any] = {
-        "backbone": f"{model_args.backbone} ({weights_source(model_args)})",
-        "image size": f"{model_args.image_size}x{model_args.image_size}",
-        "augmentation": f"{data_args.augmentation} (on the {'training device' if data_args.augmentation_device == 'device' else 'data-loader workers'})",
-        "method / sampler": f"{method.name} / {method_args.sampler}",
-        "epochs, batch per device": f"{args.num_train_epochs:g}, {args.per_device_train_batch_size}",
-    }
-    if args.optimizer_recipe == "official":
-        summary["optimiser"] = (
-            f"SGD lr {args.learning_rate:g}, momentum {args.sgd_momentum:g}, weight decay {args.weight_decay:g} "
-            f"(all parameters); {args.warmup_epochs}-epoch warm-up, cosine to {args.min_learning_rate:g}"
-        )
-    else:
-        summary["optimiser"] = f"{args.optim} lr {args.learning_rate:g}, {args.lr_scheduler_type} schedule"
-    summary["gradient clipping"] = f"norm {args.max_grad_norm:g}" if args.max_grad_norm else "none"
-    if method.num_stages > 1:
-        for index, stage in enumerate(method.stages):
-            summary[f"stage {index + 1}"] = describe_stage(
-                resolve_stage(stage, index, method_args), index, args, method_args
-            )
-    summary.update(method.card_summary(method_args))
-    return summary
-
-
 def selection_note(training_args: AdUniTrainingArguments, num_stages: int) -> str:
     """How the saved model was chosen, for the card."""
     if training_args.load_best_model_at_end:
@@ -166,13 +123,16 @@ def run_model_card(
     training_args: AdUniTrainingArguments,
     method: Method,
     figures: list[tuple[str, str]],
+    path_in_repo: str = "",
 ) -> ModelCard:
-    """The run's model card: its test results beside the paper's, its recipe, figures and limitations. The data
-    set's source (a prepared data set's metadata says which) picks its biases, the paper's row and its metrics."""
+    """The run's model card: its test results beside the paper's, its recipe, figures and limitations, and how to
+    load it from `hub_model_id` (its folder `path_in_repo` there). The data set's source (a prepared data set's
+    metadata says which) picks its biases, the paper's row and its metrics."""
     source = str(data.metadata.get("source") or data_args.dataset)
     return render_model_card(
         model_name=output_dir.name,
-        model_id=training_args.hub_model_id or output_dir.name,
+        model_id=training_args.hub_model_id,
+        subfolder=path_in_repo,
         dataset_name=data.metadata.get("source", data_args.dataset_path or data_args.dataset),
         class_names=data.class_names,
         train_class_counts=data.train_counts,

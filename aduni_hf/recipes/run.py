@@ -46,7 +46,8 @@ from ..utils import write_atomic
 from .arguments import MODEL_FIELDS, DataArguments, ModelArguments
 from .checks import check_recipe
 from .errors import RecipeError
-from .results import evaluate_selected_models, recipe_summary, run_model_card, write_run_figures
+from .recipe_table import recipe_summary
+from .results import evaluate_selected_models, run_model_card, write_run_figures
 from .run_data import RunData, read_run_data, resolve_augmentation_device
 from .run_folder import RUN_CONFIG_NAME, check_resume, prepare_output_dir, run_record, save_results
 from .run_lock import run_folder_lock
@@ -80,8 +81,9 @@ def run_training(
     its last checkpoint; a finished one is refused unless `overwrite_output_dir` (docs/hf_stack.md,
     "Checkpoints and resuming"). Returns the test metrics (`test_accuracy`, `test_macro_f1`, ...).
 
-    With `push_to_hub`, the saves are pushed while training as `hub_strategy` says, into the repository's folder
-    `hub_path_in_repo` (a cross-validation's `fold_<k>`; its root by default), and the run folder once finished.
+    `hub_path_in_repo` is the run's folder in its Hub repository (a cross-validation's `fold_<k>`; its root by
+    default): the card loads the model from there, and with `push_to_hub` the saves are pushed there while
+    training as `hub_strategy` says, and the run folder once finished.
     """
     setup_logging(training_args)
     method = METHODS[method_args.method]
@@ -137,7 +139,9 @@ def train_and_report(
     model = build_model(model_args, method, data.class_names)
     trainers = StageTrainers(method, model, method_args, training_args, data, record, data_args, hub_path_in_repo)
     trainer, _ = train(trainers, checkpoint)
-    results = evaluate_and_report(trainer, method, data, model_args, data_args, method_args, training_args)
+    results = evaluate_and_report(
+        trainer, method, data, model_args, data_args, method_args, training_args, hub_path_in_repo
+    )
     if training_args.push_to_hub:  # the finished run, after everything is saved (a failure says so: PushError)
         url = push_folder(
             training_args.output_dir,
@@ -402,10 +406,11 @@ def evaluate_and_report(
     data_args: DataArguments,
     method_args: MethodArguments,
     training_args: AdUniTrainingArguments,
+    hub_path_in_repo: str = "",
 ) -> dict[str, float]:
     """Validate and test the final model and the reported models, add the method's own report, draw the figures,
-    write the card and, last, test_results.json (from then on the run counts as finished); returns the test
-    metrics."""
+    write the card (whose usage snippet loads the model from `hub_path_in_repo` of its repository) and, last,
+    test_results.json (from then on the run counts as finished); returns the test metrics."""
     output_dir, main = Path(training_args.output_dir), trainer.is_world_process_zero()
     report = None
     if method.after_training is not None:
@@ -435,6 +440,7 @@ def evaluate_and_report(
     card = run_model_card(
         output_dir=output_dir, data=data, results=results, model_args=model_args, data_args=data_args,
         method_args=method_args, training_args=training_args, method=method, figures=figures,
+        path_in_repo=hub_path_in_repo,
     )  # fmt: skip
     if main:
         write_atomic(output_dir / "README.md", str(card))
