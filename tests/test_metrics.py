@@ -296,3 +296,16 @@ def test__evaluate_default_class_names(metric):
     got = metric.compute(predictions=[0, 2], references=[0, 1])
     assert set(got) == {"accuracy", "macro_f1", "balanced_accuracy", "quadratic_kappa", "f1_0", "f1_1", "f1_2"}
     assert got["macro_f1"] == pytest.approx(1 / 3)
+
+
+def test__the_console_table_sets_validation_beside_test_aligned_on_the_decimal_point():
+    from aduni_hf.evaluation import format_results_table
+
+    metrics = {"eval_accuracy": 0.5, "eval_quadratic_kappa": -0.25, "test_accuracy": 0.75, "test_f1_b": 1.0}
+    lines = format_results_table(metrics, ["a", "b"], prefix=("eval", "test")).splitlines()
+    assert len(lines) == 2 + 5 + 2  # header, rule, the summary metrics, one F1 per class
+    assert lines[0].split() == ["metric", "eval", "test"]
+    assert lines[2].split() == ["accuracy", "0.5000", "0.7500"] and lines[-1].split() == ["F1", "b", "-", "1.0000"]
+    assert lines[5].endswith("-0.2500        -")  # quadratic weighted kappa: signed, then not computed
+    assert len({len(line) for line in lines}) == 1  # right-aligned: every row as wide as the rule
+    assert format_results_table(metrics, ["a", "b"]).splitlines()[2].split() == ["accuracy", "0.7500"]

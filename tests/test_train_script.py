@@ -53,6 +53,45 @@ def test_console_shows_our_logs_and_one_line_per_epoch(demo_run):
     assert "{'loss'" not in output and "'eval_f1_0'" not in output  # no dict per log
 
 
+# What the Trainer prints at its default info level, and torch's warning for a pinned loader without an accelerator.
+NOISE = (
+    "***** Running",
+    "Do not forget to share your model",
+    "Model config AdUniConfig",
+    "Configuration saved in",
+    "[INFO|",
+    "'pin_memory' argument is set as true",
+)
+
+
+def test_console_holds_our_lines_and_the_final_table_only(demo_run):
+    """Two epochs print 23 lines (the full demo 51, where the Trainer's info blocks made it 233): the two epoch lines
+    and the closing one, the final table (a header, a rule, 5 summary metrics, the F1 of 10 classes), and at most 5
+    more: our two log records (threads, the data split) and the save's progress bar, with room for a warning."""
+    _, output = demo_run
+    for noise in NOISE:
+        assert noise not in output, noise
+    table = 2 + 5 + 10
+    assert output.count("\n") <= 2 + 1 + table + 5, output  # counted as `wc -l`: a bar's updates share one line
+    assert re.search(r"^accuracy +\d[.]\d{4} +\d[.]\d{4}$", output, re.MULTILINE)  # validation beside test
+
+
+@pytest.mark.slow
+def test_log_level_info_brings_back_the_trainers_blocks(tmp_path):
+    """`--log_level info` sets transformers' level as the Trainer documents: its blocks are back, ours stay."""
+    short = ["--max_steps", "1", "--image_size", "16", "--per_device_train_batch_size", "16", "--eval_strategy",
+             "no", "--figures", "false", "--torch_threads", "1"]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "scripts/train.py", "configs/demo.yaml", *short, "--log_level", "info", "--output_dir",
+         str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=600, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "***** Running training *****" in output and "Do not forget to share your model" in output
+    assert re.search(r"aduni_hf\.recipes\.run_data - train \d+ images", output)
+
+
 def test_trainer_state_keeps_the_history(demo_run):
     output_dir, _ = demo_run
     history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]

@@ -33,6 +33,7 @@ from typing import Any
 from tqdm.auto import tqdm
 from transformers.dynamic_module_utils import custom_object_save
 
+from ..console import console_print
 from ..evaluation.cv_summary import (
     CV_MARKDOWN_NAME,
     CV_RESULTS_NAME,
@@ -69,7 +70,7 @@ from .checks import check_recipe
 from .errors import RecipeError, RunFolderError
 from .experiment_figures import experiment_figures
 from .recipe_table import recipe_summary
-from .run import check_hub_strategy, resolved_config, run_training
+from .run import check_hub_strategy, resolved_config, run_training, setup_logging
 from .run_data import prepared_metadata
 from .run_folder import FINISHED_NAME, HUB_STAGING_NAME, RESUMABLE_FIELDS, differs, hub_failure
 from .run_lock import run_folder_lock
@@ -255,6 +256,7 @@ def run_cross_validation(
     """Train and test one fresh model per fold in `folds` into output_dir/fold_<k>, then write cv_results.json
     and its markdown table (`CV_MARKDOWN_NAME`) over every finished fold of output_dir. Returns the cv_results.json content."""
     training_args.device  # noqa: B018  (sets up the processes: process_index is 0 everywhere before it)
+    setup_logging(training_args)
     method = METHODS[method_args.method]
     check_recipe(model_args, data_args, method_args, training_args, method)  # before any fold trains
     check_hub_strategy(method, training_args)
@@ -293,13 +295,15 @@ def train_folds(
                 push_experiment_start(output_dir, training_args, summary)
     seconds = _previous_seconds(output_dir)
     main = training_args.process_index == 0
-    bar = tqdm(folds, desc="folds", unit="fold", disable=not main, dynamic_ncols=True)
+    # Drawn in a terminal only (disable=None), as the epochs' bar: in a file its updates would split the log lines.
+    hidden = not main or training_args.disable_tqdm
+    bar = tqdm(folds, desc="folds", unit="fold", disable=True if hidden else None, dynamic_ncols=True)
     for fold in bar:
         directory = fold_dir(output_dir, fold)
         bar.set_postfix_str(f"fold {fold}")
         if (directory / FINISHED_NAME).is_file():
             if main:
-                bar.write(f"fold {fold}: finished earlier in {directory}, not trained again")
+                console_print(f"fold {fold}: finished earlier in {directory}, not trained again")
             continue
         fold_args, hub_path = fold_arguments(training_args, directory, location, pushed.get(fold))
         start = time.monotonic()
@@ -309,7 +313,7 @@ def train_folds(
         )  # fmt: skip
         seconds[str(fold)] = time.monotonic() - start
         if main:
-            bar.write(
+            console_print(
                 f"fold {fold}: accuracy {metrics['test_accuracy']:.4f}, macro-F1 {metrics['test_macro_f1']:.4f} "
                 f"in {seconds[str(fold)] / 60:.1f} min"
             )

@@ -14,7 +14,6 @@ import dataclasses
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 
 import datasets
@@ -24,6 +23,7 @@ import yaml
 from transformers import enable_full_determinism, set_seed
 
 from ..configuration_aduni import AdUniConfig
+from ..console import console_print, log_to_console
 from ..data import MultiViewDataset, PixelViewsDataset, build_augmentation, collate_views
 from ..data.device_augmentation import DeviceAugmentation
 from ..evaluation import build_compute_metrics, format_results_table
@@ -174,21 +174,19 @@ def write_training_card(training_args: AdUniTrainingArguments, path_in_repo: str
 
 # ---- 1-2. logging, the run folder, the random state ------------------------------------------------------------
 def setup_logging(training_args: AdUniTrainingArguments) -> None:
-    """Log as transformers' example scripts do: to stdout, at the Trainer's level for this process (info on the
-    main process by default, warnings only on the others), for aduni_hf, transformers and datasets alike."""
-    logging.basicConfig(
-        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
-        datefmt="%m/%d/%Y %H:%M:%S",
-        handlers=[logging.StreamHandler(sys.stdout)],
-    )
-    if training_args.should_log:
-        transformers.utils.logging.set_verbosity_info()  # the Trainer's default level for the main process
+    """Log as the Trainer documents `log_level`, with our own records at info on the main process.
+
+    With `log_level` passive (the default) transformers and datasets keep their own level, warning unless
+    TRANSFORMERS_VERBOSITY says otherwise, so the Trainer's info blocks (`***** Running training *****`, ...) stay
+    out of the console; `--log_level info` brings them back, and sets ours alike. The other processes log warnings
+    only (`log_level_replica`). Every record goes to standard output, above the progress bars (console.py).
+    """
     level = training_args.get_process_log_level()
-    logging.getLogger("aduni_hf").setLevel(level)
-    datasets.utils.logging.set_verbosity(level)
+    passive = training_args.should_log and training_args.log_level == "passive"
+    logging.getLogger("aduni_hf").setLevel(min(level, logging.INFO) if passive else level)
     transformers.utils.logging.set_verbosity(level)
-    transformers.utils.logging.enable_default_handler()
-    transformers.utils.logging.enable_explicit_format()
+    datasets.utils.logging.set_verbosity(level)
+    log_to_console()
 
 
 def prepare_run_folder(training_args: AdUniTrainingArguments, method: Method) -> Path | None:
@@ -390,8 +388,7 @@ def train(trainers: StageTrainers, checkpoint: Path | None) -> tuple[AdUniTraine
             checkpoint=checkpoint,
         )
     trainer.save_model()
-    metrics = {**earlier, **result.metrics}
-    trainer.log_metrics("train", metrics)
+    metrics = {**earlier, **result.metrics}  # on the console: the last epoch's line ("done in ... s")
     save_results(Path(args.output_dir), "train", metrics, trainer.is_world_process_zero())
     trainer.save_state()  # trainer_state.json: the per-epoch loss, alpha, learning rate and validation history
     return trainer, metrics
@@ -430,9 +427,9 @@ def evaluate_and_report(
             )
         )
     extra_eval, extra_test = (report.eval_metrics, report.test_metrics) if report is not None else ({}, {})
+    eval_metrics: dict[str, float] = {}
     if data.val_dataset is not None:
         eval_metrics = {**trainer.evaluate(), **extra_eval}
-        trainer.log_metrics("eval", eval_metrics)
         save_results(output_dir, "eval", eval_metrics, main)
     results = {**trainer.evaluate(data.test_dataset, metric_key_prefix="test"), **extra_test}
     results.update(evaluate_selected_models(trainer, data.test_dataset))
@@ -445,9 +442,10 @@ def evaluate_and_report(
     if main:
         write_atomic(output_dir / "README.md", str(card))
     save_results(output_dir, "test", results, main)  # last: from here on the run counts as finished
-    if main:
-        print(format_results_table(results, data.class_names, prefix="test"))
+    if main:  # the final table: the validation split beside the test fold
+        columns = ("eval", "test") if eval_metrics else "test"
+        console_print(format_results_table({**eval_metrics, **results}, data.class_names, prefix=columns))
         if report is not None and report.test_metrics:
-            print(f"{report.title}:")
-            print(format_results_table(results, data.class_names, prefix=f"test_{report.name}"))
+            console_print(f"{report.title}:")
+            console_print(format_results_table(results, data.class_names, prefix=f"test_{report.name}"))
     return results

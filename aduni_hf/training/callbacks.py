@@ -9,6 +9,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import IntervalStrategy, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from ..console import console_print
 from ..losses import MethodLoss
 
 
@@ -93,13 +94,7 @@ class EpochProgressCallback(TrainerCallback):
     def __init__(self) -> None:
         self.bar = None
         self.pending: dict[str, float] = {}
-        self.training = False  # evaluations after training print their own tables (Trainer.log_metrics)
-
-    def _print(self, line: str) -> None:
-        if self.bar is not None:
-            self.bar.write(line)
-        else:
-            print(line, flush=True)
+        self.training = False  # the evaluations after training go into the final table
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         self.training = True
@@ -122,12 +117,12 @@ class EpochProgressCallback(TrainerCallback):
         if is_training_log and at_epoch_end and args.eval_strategy == IntervalStrategy.EPOCH:
             self.pending = dict(logs)  # printed with the validation numbers that follow at the epoch end
             return
-        self._print(format_log_line({**self.pending, **logs}, args.num_train_epochs))
+        console_print(format_log_line({**self.pending, **logs}, args.num_train_epochs))
         self.pending = {}
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         if self.pending:
-            self._print(format_log_line(self.pending, args.num_train_epochs))
+            console_print(format_log_line(self.pending, args.num_train_epochs))
             self.pending = {}
         if self.bar is not None:
             self.bar.close()

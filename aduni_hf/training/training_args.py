@@ -19,6 +19,13 @@ def default_bf16(use_cpu: bool, fp16: bool) -> bool:
     return not use_cpu and not fp16 and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
+def can_pin_memory(use_cpu: bool) -> bool:
+    """Whether data loaders can pin batches in page-locked memory: only for an accelerator that trains (torch
+    ignores `pin_memory` without one, and on MPS, with a warning at every loader)."""
+    accelerator = torch.accelerator.current_accelerator(check_available=True)
+    return not use_cpu and accelerator is not None and accelerator.type != "mps"
+
+
 @dataclass(repr=False)  # keep TrainingArguments.__repr__, which masks the Hub token; a generated one shows it
 class AdUniTrainingArguments(TrainingArguments):
     """`TrainingArguments` with the official AdUni optimisation recipe as the default (docs/method.md, "Schedules").
@@ -94,6 +101,14 @@ class AdUniTrainingArguments(TrainingArguments):
         metadata={
             "help": "Keep the data-loader workers alive across epochs and evaluations. Default: on whenever "
             "dataloader_num_workers > 0 (views are seeded by the sampler's keys, not by the worker)."
+        },
+    )
+    dataloader_pin_memory: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Pin the batches in page-locked memory, for a faster copy to the accelerator. Default: on when "
+            "training on an accelerator (a CUDA GPU, ...), off on the CPU, where nothing can use it (an explicit "
+            "true is turned off there too)."
         },
     )
     contrast_chunk_size: int | None = field(
@@ -234,6 +249,8 @@ class AdUniTrainingArguments(TrainingArguments):
             # processes one distributed (MULTI_CPU, gloo) run only when told the CPU is meant; otherwise each process
             # trains its own model, unwrapped and unsynchronised, with nothing in the logs to say so.
             self.use_cpu = True
+        # Unset or true: pinned where an accelerator trains (use_cpu is settled by now); false stays false.
+        self.dataloader_pin_memory = self.dataloader_pin_memory is not False and can_pin_memory(self.use_cpu)
         super().__post_init__()
         self.check_lengths_and_steps()
         self.check_report_to()

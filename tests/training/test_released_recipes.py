@@ -18,6 +18,7 @@ import torch
 
 from aduni_hf.methods import METHODS, LossInputs
 from aduni_hf.recipes import ARGUMENT_CLASSES, RecipeError, parse_recipe
+from aduni_hf.recipes.cross_validation import cv_recipe
 from aduni_hf.recipes.run import build_model, resolved_config
 from aduni_hf.recipes.run_folder import EARLIER_DEFAULTS, check_resume, run_record
 from aduni_hf.training.checkpoints import RUN_RECORD_NAME
@@ -98,3 +99,15 @@ def test_a_checkpoint_from_before_the_new_fields_resumes_with_the_values_it_trai
     if name == "demo_ldam_drw.yaml":
         as_before += ["--classifier_dropout", "0.5"]
     assert check_resume(checkpoint, record_of(recipe(name, *as_before))) == []
+
+
+def test_a_checkpoint_that_pinned_memory_resumes_where_memory_is_no_longer_pinned(tmp_path):
+    """Before `dataloader_pin_memory` followed the device, recipes asked for pinned memory everywhere (the Trainer's
+    default true). Pinning changes where a batch waits, not a number: such a run resumes, and continues a
+    cross-validation, wherever the field resolves now."""
+    older = record_of(recipe("demo.yaml"))
+    older["fields"]["dataloader_pin_memory"] = True
+    now = record_of(recipe("demo.yaml", "--use_cpu", "true"))
+    assert now["fields"]["dataloader_pin_memory"] is False
+    assert check_resume(checkpoint_with(tmp_path, older), now) == []
+    assert "dataloader_pin_memory" not in cv_recipe(*recipe("demo.yaml"))  # the recipe every fold must share

@@ -93,7 +93,7 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes_exactly(reference, tmp_
     kill_when(command, lambda: not checkpoint_problems(output_dir / "checkpoint-9"))  # once it is complete
     assert not (output_dir / "test_results.json").exists()  # killed: nothing looks finished
 
-    resumed = run(command)
+    resumed = run([*command, "--log_level", "info"])  # the Trainer's own account of where it resumes, too
     log = resumed.stdout + resumed.stderr
     assert "resuming the interrupted run" in log
     skipped = [line for line in log.splitlines() if "Fast-forwarding the dataloader past 1 epochs and" in line]
@@ -212,10 +212,11 @@ def test_overwrite_output_dir_trains_a_fresh_run(reference, tmp_path):
     output_dir = tmp_path / "run"
     subprocess.run(["cp", "-r", str(reference_dir), str(output_dir)], check=True)
     (output_dir / "checkpoint-15" / "model.safetensors").write_bytes(b"")  # would break a resume
-    result = run(train_command(output_dir, 0, "--overwrite_output_dir", "true", "--num_train_epochs", "1"))
+    result = run(train_command(output_dir, 0, "--overwrite_output_dir", "true", "--num_train_epochs", "1",
+                               "--log_level", "info"))  # fmt: skip  (info: the Trainer would say it resumes)
     log = result.stdout + result.stderr
     assert "overwrite_output_dir: a fresh run; removed" in log
-    assert "Resuming training" not in log
+    assert "***** Running training *****" in log and "Resuming training" not in log
     state = json.loads((output_dir / "trainer_state.json").read_text())
     assert state["global_step"] == 8
     assert sorted(p.name for p in output_dir.glob("checkpoint-*")) == ["checkpoint-6", "checkpoint-8"]

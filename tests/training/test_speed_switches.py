@@ -1,6 +1,8 @@
 """The speed switches of a recipe (README, "Performance"): their defaults per device, bf16 autocast in a real
 Trainer step, and persistent data-loader workers that still evaluate each data set on its own."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -39,6 +41,32 @@ def test_bf16_is_the_default_only_on_a_gpu_with_bf16():
     assert default_bf16(use_cpu=False, fp16=False) is gpu_bf16
     assert default_bf16(use_cpu=True, fp16=False) is False
     assert default_bf16(use_cpu=False, fp16=True) is False  # fp16 asked: never both
+
+
+def test_memory_is_pinned_only_where_an_accelerator_trains(tmp_path):
+    """Unset or true, `dataloader_pin_memory` holds where an accelerator other than MPS trains; false stays false."""
+    accelerator = torch.accelerator.current_accelerator(check_available=True)
+    pinnable = accelerator is not None and accelerator.type != "mps"
+
+    def pinned(**asked) -> bool:
+        return AdUniTrainingArguments(output_dir=str(tmp_path), **asked).dataloader_pin_memory
+
+    for asked in (None, True):
+        assert pinned(dataloader_pin_memory=asked) is pinnable
+        assert pinned(dataloader_pin_memory=asked, use_cpu=True) is False
+    assert pinned(dataloader_pin_memory=False) is False
+
+
+def test_the_loaders_of_a_run_without_an_accelerator_do_not_warn_about_pinned_memory(tmp_path, splits):
+    """A recipe that leaves the device and `dataloader_pin_memory` unset: torch said "'pin_memory' argument is set as
+    true but no accelerator is found" at every loader a CPU-only machine built."""
+    eval_set = SingleViewDataset(splits.val, eval_transform(IMAGE_SIZE))
+    trainer = make_trainer(tmp_path, splits, use_cpu=False, eval_dataset=eval_set)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        next(iter(trainer.get_train_dataloader()))
+        next(iter(trainer.get_eval_dataloader()))
+    assert [str(w.message) for w in caught if "pin_memory" in str(w.message)] == []
 
 
 def test_bf16_autocast_runs_the_network_in_bf16_and_keeps_float32_weights(tmp_path, splits):
