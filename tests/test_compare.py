@@ -124,6 +124,7 @@ def test_rows_take_the_papers_row_the_run_recorded(tmp_path):
     assert rows["a"]["paper_macro_f1_mean"] == 0.805
 
 
+@pytest.mark.slow
 def test_the_script_writes_markdown_and_csv(tmp_path):
     a = write_run(tmp_path / "aduni", "aduni", "none", [0.88, 0.87], [0.80, 0.81], dataset="aptos2019",
                   kappas=[0.85, 0.83])  # fmt: skip

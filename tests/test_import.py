@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 PROBE = """
 import sys
 import aduni_hf
@@ -13,6 +15,7 @@ print(AduCLoss.__name__, AdUniTrainer.__name__, alpha_schedule(100))
 """
 
 
+@pytest.mark.slow
 def test_import_leaves_the_training_stack_out():
     result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -35,6 +38,7 @@ print(",".join(sorted(name for name in ("datasets", "sklearn", "aduni_hf.data", 
 """
 
 
+@pytest.mark.slow
 def test_inference_loads_neither_datasets_nor_scikit_learn():
     """scripts/predict.py's library: the model, PIL and the image processor only."""
     result = subprocess.run([sys.executable, "-c", INFERENCE_PROBE], capture_output=True, text=True, timeout=300)

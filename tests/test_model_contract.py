@@ -146,6 +146,7 @@ def test__last_hidden_state_is_the_feature_map_before_pooling(model):
     assert bare.hidden_states is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["resnet18", "mobilenetv3_small_050"])
 def test__pooled_feature_is_exactly_the_timm_forward(backbone):
     """forward_features + forward_head(pre_logits=True) gives exactly what the headless timm model returns,
@@ -299,6 +300,7 @@ def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["resnet18", "mobilenetv3_small_050"])
 def test__gradient_checkpointing_gives_the_same_loss_gradients_and_running_statistics(backbone):
     plain, plain_losses = train_steps(False, backbone)
@@ -318,6 +320,7 @@ def test__gradient_checkpointing_gives_the_same_loss_gradients_and_running_stati
     assert {bn.num_batches_tracked.item() for bn in batchnorms(checkpointed)} == {2}
 
 
+@pytest.mark.slow
 def test__gradient_checkpointing_can_be_turned_off():
     model, _ = train_steps(True, steps=1)
     with warnings.catch_warnings():
@@ -329,6 +332,7 @@ def test__gradient_checkpointing_can_be_turned_off():
     assert model.is_activation_checkpointing and model.aduni.backbone.grad_checkpointing
 
 
+@pytest.mark.slow
 def test__gradient_checkpointing_on_the_bare_model():
     torch.manual_seed(0)
     model = AdUniModel(tiny_config()).train()
@@ -356,6 +360,7 @@ class TinyImages(torch.utils.data.Dataset):
         return {"pixel_values": self.pixels[index], "labels": self.labels[index]}
 
 
+@pytest.mark.slow
 def test__trainer_evaluate_and_predict(tmp_path):
     model = build_model().eval()
     data = TinyImages(6)

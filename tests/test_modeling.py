@@ -209,6 +209,7 @@ def test__initialisation_is_seeded():
 # ----------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test__every_parameter_gets_a_finite_gradient():
     model = build_model().train()
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
@@ -227,6 +228,7 @@ def test__every_parameter_gets_a_finite_gradient():
 # ----------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("backbone", "size", "dim"), [("resnet10t", 32, 512), ("vit_tiny_patch16_224", 224, 192)]
 )
@@ -465,6 +467,7 @@ def test__classifier_of_another_size_is_initialised(saved):
     assert_rest_as_saved(loaded, model, {"classifier.dense.weight", "classifier.dense.bias"})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["resnet18", "mobilenetv3_small_050", "vit_tiny_patch16_224"])
 def test__every_tensor_is_initialised_from_an_empty_checkpoint(backbone):
     """`from_pretrained` with nothing to load initialises every tensor by the rules of `_init_weights`: the

@@ -60,6 +60,7 @@ def test_top_level_model_card_is_the_packaged_template():
     assert (REPO / "model_card.md").read_text() == packaged.read_text()
 
 
+@pytest.mark.slow
 def test_a_run_from_a_wheel_install_writes_its_card(wheel, tmp_path):
     site = tmp_path / "site"
     subprocess.run(

@@ -64,6 +64,7 @@ def test_image_paths_walk_folders_and_keep_files(images):
         image_paths([folder / "nowhere"])
 
 
+@pytest.mark.slow
 def test_predict_writes_one_row_per_file_and_reports_unreadable_ones(saved_model, images, tmp_path):
     folder, single = images
     output = tmp_path / "out" / "predictions.csv"

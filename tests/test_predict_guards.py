@@ -55,6 +55,7 @@ def images(tmp_path):
     return folder
 
 
+@pytest.mark.slow
 def test_a_file_name_that_is_not_utf8_is_predicted_and_written(tmp_path, images):
     model = save_model(tmp_path / "model")
     output = tmp_path / os.fsdecode(b"out-\xfe") / os.fsdecode(b"predictions-\xfe.csv")
@@ -71,6 +72,7 @@ def test_a_file_name_that_is_not_utf8_is_predicted_and_written(tmp_path, images)
     assert sorted(os.listdir(output.parent)) == [output.name]  # no temporary file
 
 
+@pytest.mark.slow
 def test_a_model_with_infinite_batchnorm_statistics_is_refused(tmp_path, images):
     def diverged(model):
         model.aduni.backbone.bn1.running_var[:22] = float("inf")  # issue 18: what a diverged run saved

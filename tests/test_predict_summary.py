@@ -77,6 +77,7 @@ def test_labels_from_folders_give_the_summary(saved_model, labelled_images, tmp_
     assert {"macro_f1", "balanced_accuracy", "f1_akiec", "f1_nv"} <= set(summary)
 
 
+@pytest.mark.slow
 def test_a_labels_csv_matches_paths_names_and_stems(saved_model, labelled_images, tmp_path):
     table = tmp_path / "labels.csv"
     rows = [("image", "label")]
@@ -111,6 +112,7 @@ def test_an_image_without_a_label_or_an_unknown_class_is_refused_before_predicti
         predict_and_summarise(str(saved_model), [labelled_images], output, device="cpu", labels_csv=table)
 
 
+@pytest.mark.slow
 def test_the_script_prints_and_writes_the_summary(saved_model, labelled_images, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     script = [sys.executable, str(ROOT / "scripts" / "predict.py"), "--model", str(saved_model), "--images",

@@ -105,6 +105,7 @@ def test__processor_normalises_with_imagenet_not_half():
 # ----------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test__pipeline_in_process_matches_model_argmax(model_dir):
     model, directory, paths = model_dir
     classifier = pipeline("image-classification", model=str(directory))
@@ -200,6 +201,7 @@ REMOTE_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test__remote_code_without_the_package(model_dir, tmp_path):
     model, directory, paths = model_dir
     pixel_values = processed(directory, paths)

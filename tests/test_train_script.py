@@ -16,6 +16,9 @@ from PIL import Image
 from aduni_hf.hub.model_card import MODEL_ID_PLACEHOLDER
 from tests.card_helpers import check_recipe_table, recipe_table, usage_snippet
 
+pytestmark = pytest.mark.slow  # end-to-end runs (a training run in a fixture)
+
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO_COMMAND = "accelerate launch --config_file configs/accelerate/single.yaml scripts/train.py configs/demo.yaml"
 

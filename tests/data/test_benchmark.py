@@ -42,6 +42,7 @@ def test_data_benchmark_times_both_pipelines_on_both_official_layouts(tmp_path, 
     )
 
 
+@pytest.mark.slow
 def test_a_process_with_persistent_workers_exits_within_seconds_of_finishing(tmp_path, script):
     """The end of the benchmark is the end of its process: its loaders' persistent workers are shut down with
     them, so nothing waits for them at interpreter exit (5 s per worker that does not answer)."""
@@ -75,6 +76,7 @@ def test_data_benchmark_needs_two_images_per_class(tmp_path, script):
         script["benchmark_data"](tmp_path, num_images=6)
 
 
+@pytest.mark.slow
 def test_train_benchmark_reports_every_pair(tmp_path, capsys, script):
     output = tmp_path / "train.json"
     script["main"](["train", "--image_size", "32", "--batch_size", "4", "--steps", "1", "--warmup", "1",

@@ -104,6 +104,7 @@ def test_a_missing_file_names_data_dir_and_where_the_file_comes_from(tmp_path):
     ],
     ids=["train.py", "cross_validate.py", "prepare_data.py"],
 )
+@pytest.mark.slow
 def test_every_script_refuses_a_missing_file_in_one_line(tmp_path, run, command):
     """The field train.py and prepare_data.py both accept (data_dir), the file name, and where it comes from;
     nothing written (cross_validate.py, whose checks are train.py's, runs in this process: tests/script_runs.py)."""

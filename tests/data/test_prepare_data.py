@@ -67,6 +67,7 @@ def test_failure_leaves_nothing_and_existing_output_is_kept(aptos, tmp_path):
         prepare_dataset("aptos2019", str(raw.root), raw.root.parent, overwrite=True)
 
 
+@pytest.mark.slow
 def test_script_end_to_end(aptos, tmp_path):
     raw = aptos()
     raw.image(raw.ids[1]).write_bytes(b"not a png")

@@ -263,6 +263,7 @@ def test_queue_is_fifo_and_the_contrast_set_is_taken_before_enqueueing():
     assert total == 18 and int(loss_fn.queue_ptr) == 2 and int(loss_fn.global_batch_size) == 4
 
 
+@pytest.mark.slow
 def test_key_encoder_is_the_momentum_average_of_the_model_and_untrained():
     model = tiny_aduni()
     momentum, steps = 0.8, 3
@@ -438,6 +439,7 @@ def test_the_trainer_moves_paco_aducs_alpha_and_leaves_pacos(tmp_path, splits):
     assert AlphaSchedule()(2, 3) != pytest.approx(0.05)
 
 
+@pytest.mark.slow
 def test_trains_saves_its_state_and_resumes_exactly(tmp_path, splits):
     save = dict(epochs=2, save_strategy="steps", save_steps=4)  # 16 + 16 + 8 keys per epoch, K = 32
     uninterrupted = make_trainer(tmp_path / "a", splits, loss_fn=trainer_loss(splits), **save)
@@ -536,6 +538,7 @@ dist.destroy_process_group()
 """
 
 
+@pytest.mark.slow
 def test_queue_gathers_every_process_keys(tmp_path):
     repo = Path(__file__).resolve().parents[2]
     worker, result_file = tmp_path / "paco_ddp_worker.py", tmp_path / "result.txt"

@@ -20,6 +20,7 @@ def train(output_dir, *flags):
     return run_training(*parse_recipe(ARGUMENT_CLASSES, [str(DEMO), *QUICK, "--output_dir", str(output_dir), *flags]))
 
 
+@pytest.mark.slow
 def test_views_made_on_the_device_train_alike_with_any_number_of_workers(tmp_path):
     """The views' parameters come from the sampler's keys, never from the worker: 0 and 2 workers train to the same
     weights, bit for bit."""
@@ -34,6 +35,7 @@ def test_views_made_on_the_device_train_alike_with_any_number_of_workers(tmp_pat
     assert len(steps) == 3
 
 
+@pytest.mark.slow
 def test_auto_resolves_to_the_loader_on_the_cpu_and_is_recorded(tmp_path):
     train(tmp_path / "auto")
     config = yaml.safe_load((tmp_path / "auto" / "run_config.yaml").read_text())

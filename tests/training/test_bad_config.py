@@ -128,6 +128,7 @@ def test_optimiser_fields_the_recipe_does_not_use(tmp_path, unreadable_data, fla
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_train_script_reports_it_as_an_error_line(tmp_path, unreadable_data):
     result = subprocess.run(
         [sys.executable, "scripts/train.py", DEMO, "--dataset_path", str(unreadable_data), "--test_fold", "9",
@@ -176,6 +177,7 @@ def test_a_method_that_cannot_train_as_asked_is_refused_before_the_data_is_read(
         assert fragment in message, message
 
 
+@pytest.mark.slow
 def test_balms_with_several_processes_is_refused_before_stage_1_trains(tmp_path, unreadable_data):
     """Two real processes (torchrun): both refuse with the message before stage 1 trains (the demo's stage 1, 30
     epochs, takes minutes here), and nothing is written."""

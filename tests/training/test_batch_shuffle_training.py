@@ -25,6 +25,7 @@ def trained_batches(tmp_path, splits, **overrides):
     return trainer, batches, trainer.state.log_history[0]
 
 
+@pytest.mark.slow
 def test_the_trainer_shuffles_every_global_batch_and_batch_shuffle_false_keeps_the_sampler_order(
     tmp_path, splits
 ):

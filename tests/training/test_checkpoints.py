@@ -180,6 +180,7 @@ def queue_loss(splits):
     return QueueAduC(10, class_counts=np.bincount(labels, minlength=10).tolist())
 
 
+@pytest.mark.slow
 def test_method_state_is_saved_with_the_checkpoint_and_restored(tmp_path, splits):
     save = dict(epochs=2, save_strategy="steps", save_steps=4)
     uninterrupted = make_trainer(tmp_path / "a", splits, loss_fn=queue_loss(splits), **save)
@@ -201,6 +202,7 @@ def test_method_state_is_saved_with_the_checkpoint_and_restored(tmp_path, splits
         again.train(resume_from_checkpoint=str(checkpoint))
 
 
+@pytest.mark.slow
 def test_stateless_methods_write_no_method_state(tmp_path, splits):
     trainer = make_trainer(tmp_path, splits, epochs=1, save_strategy="steps", save_steps=2)
     trainer.train()
@@ -220,6 +222,7 @@ class PoisonedViews(RecordingViews):
         return item
 
 
+@pytest.mark.slow
 def test_poisoned_batch_stops_training_and_marks_the_run_failed(tmp_path, splits):
     trainer = make_trainer(tmp_path, splits, views_class=PoisonedViews, save_strategy="steps", save_steps=2)
     with pytest.raises(NonFiniteTrainingError) as error:
@@ -239,6 +242,7 @@ def test_poisoned_batch_stops_training_and_marks_the_run_failed(tmp_path, splits
     assert all(torch.isfinite(t).all() for t in good.state_dict().values())
 
 
+@pytest.mark.slow
 def test_non_finite_gradient_with_a_finite_loss_stops_training(tmp_path, splits):
     trainer = make_trainer(tmp_path, splits, epochs=1)
     weight = trainer.model.classifier.dense.weight

@@ -64,6 +64,7 @@ def _assert_close(grads, expected):
         assert error <= 1e-5, (name, error)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gradient_checkpointing", [False, True])
 def test_chunked_gradients_equal_the_per_chunk_batch_norm_computation(
     tmp_path, splits, gradient_checkpointing
@@ -88,6 +89,7 @@ def test_chunked_gradients_equal_the_per_chunk_batch_norm_computation(
     assert torch.isfinite(loss)
 
 
+@pytest.mark.slow
 def test_one_chunk_is_the_ordinary_step_and_cross_entropy_chunks_too(tmp_path, splits):
     counts = _counts(splits)
     whole = make_trainer(tmp_path / "a", splits, loss_fn=AduCLoss(10, class_counts=counts))

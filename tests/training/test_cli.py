@@ -148,6 +148,7 @@ def test_a_misspelt_value_names_the_choices(flags, message):
     assert message in str(info.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("script", "run", "args"),
     [
@@ -165,6 +166,7 @@ def test_a_script_without_a_recipe_prints_its_usage_and_exits_2(tmp_path, script
     assert list(tmp_path.iterdir()) == []  # nothing trained, nothing written
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("script", "run"), SCRIPT_RUNS)
 def test_a_script_refuses_a_misspelt_flag_in_one_line_with_exit_2(tmp_path, script, run):
     result = run(script, str(DEMO), "--num_epochs", "1", cwd=tmp_path)
@@ -218,6 +220,7 @@ def test_recipe_that_is_not_a_mapping(tmp_path):
         parse_recipe(ARGUMENT_CLASSES, [str(path)])
 
 
+@pytest.mark.slow
 def test_train_script_fails_before_training(tmp_path):
     output_dir = tmp_path / "never"
     result = subprocess.run(

@@ -77,6 +77,7 @@ def test_summary_of_folds_and_its_markdown():
     )
 
 
+@pytest.mark.slow
 def test_two_folds_resume_and_refuse_another_recipe(tmp_path):
     out = tmp_path / "cv"
     saving = ["--save_strategy", "steps", "--save_steps", "1", "--save_total_limit", "1"]

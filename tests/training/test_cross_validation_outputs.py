@@ -21,6 +21,9 @@ from tests.card_helpers import check_recipe_table, recipe_table, usage_snippet
 from tests.training.test_cli import DEMO
 from tests.training.test_push_to_hub import FakeHubApi
 
+pytestmark = pytest.mark.slow  # end-to-end runs (a training run in a fixture)
+
+
 QUICK = ["--image_size", "16", "--max_steps", "2", "--per_device_train_batch_size", "16", "--logging_strategy",
          "steps", "--logging_steps", "1", "--save_strategy", "steps", "--save_steps", "1"]  # fmt: skip
 

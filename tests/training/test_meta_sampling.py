@@ -36,6 +36,7 @@ def _balms_stage2_trainer(tmp_path, splits, optimizer_recipe="official", loss_fn
     return trainer
 
 
+@pytest.mark.slow
 def test_stage2_trains_the_classifier_and_the_sampler_on_a_bit_identical_encoder(tmp_path, splits):
     trainer = _balms_stage2_trainer(tmp_path, splits)
     encoder = {

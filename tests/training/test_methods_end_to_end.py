@@ -20,6 +20,7 @@ QUICK = ["--image_size", "16", "--max_steps", "3", "--per_device_train_batch_siz
          "--logging_strategy", "steps", "--logging_steps", "1", "--queue_size", "32"]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS.names())
 def test_every_method_trains_saves_loads_and_predicts(tmp_path, method):
     output_dir = tmp_path / method

@@ -109,6 +109,7 @@ def test_model_name_or_path_with_another_architecture_is_refused(saved_three_cla
         build_model(args, METHODS["aduni"], CLASSES)
 
 
+@pytest.mark.slow
 def test_train_script_starts_from_a_saved_model(saved_three_class_model, tmp_path):
     folder, _ = saved_three_class_model
     output_dir = tmp_path / "out"

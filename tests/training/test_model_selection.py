@@ -3,6 +3,7 @@ released code's rule on the test fold, each tested once at the end of a real run
 
 import json
 
+import pytest
 import safetensors.torch
 import torch
 
@@ -27,6 +28,7 @@ def _accuracy(model, dataset) -> float:
     return correct / len(dataset)
 
 
+@pytest.mark.slow
 def test_the_reported_models_are_chosen_by_their_rules_and_tested_once(tmp_path):
     output_dir = tmp_path / "run"
     arguments = parse_recipe(ARGUMENT_CLASSES, [str(DEMO), *FLAGS, "--output_dir", str(output_dir)])

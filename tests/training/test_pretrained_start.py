@@ -72,6 +72,7 @@ def train(output_dir: Path, *flags: str) -> dict:
     return run_training(*parse_recipe(ARGUMENT_CLASSES, [DEMO, "--output_dir", str(output_dir), *flags]))
 
 
+@pytest.mark.slow
 def test_training_starts_from_every_encoder_tensor_of_the_file(tmp_path):
     weights = {k: v.contiguous() for k, v in timm_resnet18().state_dict().items()}
     path = tmp_path / "resnet18_in1k.safetensors"
@@ -95,6 +96,7 @@ def test_training_starts_from_every_encoder_tensor_of_the_file(tmp_path):
     assert str(tmp_path) not in card  # a local path is not published
 
 
+@pytest.mark.slow
 def test_every_image_the_run_sees_is_normalised_by_the_weights_mean_and_std(tmp_path):
     """A timm folder whose config.json says mean 0.5, std 0.5: every pixel the model sees, in training and in the
     final evaluation, lies in [-1, 1], and the digits' black background is exactly -1 (ImageNet's statistics would

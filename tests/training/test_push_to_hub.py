@@ -36,6 +36,9 @@ from tests.training.trainer_helpers import digits_splits, make_trainer
 
 __all__ = ["FakeHubApi"]  # other tests take the fake from here
 
+pytestmark = pytest.mark.slow  # end-to-end runs (a training run in a fixture)
+
+
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "hf_NeverPushThisTokenAnywhere0123456789"
 # 4 optimiser steps of 16 images, a checkpoint every 2 (steps 2 and 4), no validation: a few seconds of training.

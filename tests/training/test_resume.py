@@ -20,6 +20,9 @@ from safetensors.torch import load_file
 
 from aduni_hf.training.checkpoints import checkpoint_problems
 
+pytestmark = pytest.mark.slow  # end-to-end runs (a training run in a fixture)
+
+
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "hf_NeverWriteThisTokenAnywhere0123456789"  # a fake Hub token: it must not reach any file or log
 RECIPE = [

@@ -27,6 +27,9 @@ from aduni_hf.training.checkpoints import FILES_KEY, RUN_RECORD_NAME, checkpoint
 from aduni_hf.training.guard import FAILURE_NAME
 from tests.training.trainer_helpers import digits_splits, make_trainer
 
+pytestmark = pytest.mark.slow  # end-to-end runs (a training run in a fixture)
+
+
 ROOT = Path(__file__).resolve().parents[2]
 REMOTE_CODE = {"configuration_aduni.py", "modeling_aduni.py"}  # copied beside config.json, not read on resume
 

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.training.test_cli import DEMO, REPO
 
 # The demo recipe at 16x16 with batch 16: 2 optimiser steps, and a log only every 5 steps, so none is logged.
@@ -13,6 +15,7 @@ TOO_SHORT_TO_LOG = ["--max_steps", "2", "--logging_strategy", "steps", "--loggin
                     "--per_device_train_batch_size", "16", "--eval_strategy", "no"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_run_too_short_to_log_a_learning_rate_finishes_without_the_schedule_figure(tmp_path):
     output_dir = tmp_path / "short"
     result = subprocess.run(

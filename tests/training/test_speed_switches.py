@@ -69,6 +69,7 @@ def test_the_loaders_of_a_run_without_an_accelerator_do_not_warn_about_pinned_me
     assert [str(w.message) for w in caught if "pin_memory" in str(w.message)] == []
 
 
+@pytest.mark.slow
 def test_bf16_autocast_runs_the_network_in_bf16_and_keeps_float32_weights(tmp_path, splits):
     """One step with bf16 autocast: the convolutions compute in bf16, the weights stay float32, the loss is the
     float32 loss to bf16 precision, and the update points the same way. bf16 keeps 8 mantissa bits, and at this
@@ -94,6 +95,7 @@ def test_bf16_autocast_runs_the_network_in_bf16_and_keeps_float32_weights(tmp_pa
     assert cosine > 0.8, f"the bf16 update points elsewhere than the float32 one (cosine {cosine:.3f})"
 
 
+@pytest.mark.slow
 def test_bf16_on_the_cpu_below_32_pixels_is_refused(tmp_path, splits):
     """torch's CPU bf16 convolution gives garbage weight gradients for a stride-2 convolution over a 1x1 map (a
     ResNet's layer4 at 16 px): the direct evidence, then the refusal that keeps a recipe from training on it."""
@@ -110,6 +112,7 @@ def test_bf16_on_the_cpu_below_32_pixels_is_refused(tmp_path, splits):
         make_trainer(tmp_path, splits, epochs=1, bf16=True)
 
 
+@pytest.mark.slow
 def test_persistent_workers_evaluate_each_data_set_on_its_own(tmp_path, splits):
     """The Trainer caches one persistent-worker evaluation loader under "eval" for any data set object; the
     test fold evaluated after the validation split must still be the test fold."""
@@ -129,6 +132,7 @@ def test_persistent_workers_evaluate_each_data_set_on_its_own(tmp_path, splits):
     assert trainer.get_eval_dataloader(test) is not trainer.get_eval_dataloader()
 
 
+@pytest.mark.slow
 def test_persistent_workers_train_to_the_weights_of_zero_workers(tmp_path, splits):
     """A new loader iterator draws its workers' seed from torch's RNG, a reused persistent one does not; dropout
     draws from the same RNG. Two epochs with an evaluation after each end with the same weights either way."""

@@ -60,6 +60,7 @@ def test_the_focal_loss_is_its_formula():
     torch.testing.assert_close(output.loss, (-((1 - p) ** 2) * p.log()).mean())
 
 
+@pytest.mark.slow
 def test_a_method_registered_from_outside_trains_through_the_training_script(registered, tmp_path, monkeypatch):
     output_dir = tmp_path / "toy"
     monkeypatch.setattr(sys, "argv", [

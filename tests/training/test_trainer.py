@@ -32,6 +32,7 @@ def train_counts(splits) -> list[int]:
     return np.bincount(splits.train.select(range(NUM_TRAIN))["label"], minlength=10).tolist()
 
 
+@pytest.mark.slow
 def test_alpha_and_learning_rate_follow_the_epoch_schedules(tmp_path, splits):
     loss = AduCLoss(10, class_counts=train_counts(splits), alpha_schedule=AlphaSchedule("official", 1.0, 0.01, 3))
     trainer = make_trainer(tmp_path, splits, loss_fn=loss)
@@ -65,6 +66,7 @@ def test_trainer_recipe_uses_the_trainers_optimiser(tmp_path, splits):
     assert isinstance(trainer.optimizer, torch.optim.AdamW)
 
 
+@pytest.mark.slow
 def test_the_sampler_gets_every_epoch(tmp_path, splits):
     trainer = make_trainer(tmp_path, splits, epochs=3, learning_rate=0.01)
     trainer.train()
@@ -99,6 +101,7 @@ def test_compute_loss_is_aduc_on_one_view_major_batch(tmp_path, splits):
     torch.testing.assert_close(outputs["logits"], reference.logits[:6])
 
 
+@pytest.mark.slow
 def test_the_loss_learns_the_epoch_through_the_alpha_schedule_callback(tmp_path, splits):
     """One channel for epoch-dependent loss state: the callback calls `set_epoch` at every epoch start, and the
     training logs carry the loss's `epoch_logs` (AduC's alpha; none for cross-entropy)."""
@@ -119,6 +122,7 @@ def test_the_loss_learns_the_epoch_through_the_alpha_schedule_callback(tmp_path,
     ] * 3
 
 
+@pytest.mark.slow
 def test_cross_entropy_method_trains_on_one_view(tmp_path, splits):
     trainer = make_trainer(tmp_path, splits, loss_fn=CrossEntropyLoss(10), num_views=1, epochs=1)
     assert trainer.train_dataset[0]["pixel_values"].shape == (1, 3, IMAGE_SIZE, IMAGE_SIZE)
@@ -149,6 +153,7 @@ def test_official_recipe_rejects_drop_last(tmp_path):
         AdUniTrainingArguments(output_dir=str(tmp_path), dataloader_drop_last=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("max_grad_norm", [None, 1.0])
 def test_one_official_step_is_a_plain_sgd_step(tmp_path, splits, max_grad_norm):
     """One optimiser step of the official recipe equals SGD written out by hand on the same batch: momentum
@@ -179,6 +184,7 @@ def test_one_official_step_is_a_plain_sgd_step(tmp_path, splits, max_grad_norm):
         torch.testing.assert_close(trained[name], expected, rtol=1e-5, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow
 def test_gradient_checkpointing_from_the_recipe_trains(tmp_path, splits):
     """`gradient_checkpointing: true` (and its transformers-5 name `activation_checkpointing`) reaches timm's
     encoder, and a step trains as without it."""
@@ -194,6 +200,7 @@ def test_gradient_checkpointing_from_the_recipe_trains(tmp_path, splits):
     assert losses["activation_checkpointing"] == pytest.approx(losses[None], rel=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["upsample", "class_aware", "sqrt", "progressive"])
 def test_every_sampler_drives_training_and_sets_the_epoch_length(tmp_path, splits, sampler):
     """The Trainer draws the sampler's stream, epoch by epoch, and counts its steps from the sampler's length
@@ -210,6 +217,7 @@ def test_every_sampler_drives_training_and_sets_the_epoch_length(tmp_path, split
     assert trainer.state.global_step == 2 * math.ceil(len(reference) / 16) == 2 * per_epoch
 
 
+@pytest.mark.slow
 def test_the_contrast_set_class_counts_are_logged(tmp_path, splits):
     """The memory argument in the logs: per logging period, the mean number of views of the majority class and
     of a minority class among the views every anchor is contrasted with (the batch, both views)."""
@@ -229,6 +237,7 @@ def test_the_contrast_set_class_counts_are_logged(tmp_path, splits):
     assert log["contrast_majority"] > log["contrast_minority"]  # the long tail, in the batch
 
 
+@pytest.mark.slow
 def test_per_class_losses_are_logged_and_drop_last_train_batch_keeps_full_batches(tmp_path, splits):
     """With the incomplete last batch dropped (40 images, batch 16: two batches of 16), the logged epoch loss is the
     mean of equal-sized batch means, so it equals the count-weighted mean of the per-class losses."""
@@ -252,6 +261,7 @@ def test_per_class_losses_are_logged_and_drop_last_train_batch_keeps_full_batche
     assert weighted == pytest.approx(log["loss"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_channels_last_trains_the_same_step_up_to_rounding(tmp_path, splits):
     """channels_last changes the memory layout only: one official step gives the same weights to float rounding."""
     weights = []

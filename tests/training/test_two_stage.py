@@ -37,6 +37,9 @@ from aduni_hf.training import AdUniTrainer
 from tests.training.test_cli import DEMO as DEMO_PATH
 from tests.training.test_push_to_hub import FakeHubApi
 
+pytestmark = pytest.mark.slow  # end-to-end runs (a training run in a fixture)
+
+
 QUICK = [str(DEMO_PATH), "--image_size", "16", "--per_device_train_batch_size", "16", "--eval_strategy", "no",
          "--logging_strategy", "steps", "--logging_steps", "1", "--disable_tqdm", "true",
          "--torch_threads", "1"]  # fmt: skip  (one thread: many times faster on a busy 2-core machine)
