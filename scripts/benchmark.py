@@ -462,7 +462,7 @@ def trainer_seconds(
         args = AdUniTrainingArguments(
             output_dir=output_dir, per_device_train_batch_size=batch_size, max_steps=warmup + steps,
             warmup_epochs=0, logging_strategy="no", eval_strategy="no", save_strategy="no", report_to=[],
-            disable_tqdm=True, figures=False, dataloader_pin_memory=torch.cuda.is_available(), **switches,
+            disable_tqdm=True, figures=False, **switches,
         )  # fmt: skip
         model = _model(image_size)
         recipe = MethodArguments(method=method, queue_size=max(batch_size, 8 * batch_size))
@@ -526,8 +526,7 @@ def end_to_end_seconds(
         args = AdUniTrainingArguments(
             output_dir=output_dir, per_device_train_batch_size=batch_size, max_steps=warmup + steps + 1,
             warmup_epochs=0, logging_strategy="no", eval_strategy="no", save_strategy="no", report_to=[],
-            disable_tqdm=True, figures=False, dataloader_num_workers=workers,
-            dataloader_pin_memory=torch.cuda.is_available(), **switches,
+            disable_tqdm=True, figures=False, dataloader_num_workers=workers, **switches,
         )  # fmt: skip
         model = _model(image_size)
         loss_fn = METHODS["aduni"].stages[0].loss(LossInputs(7, CLASS_COUNTS, model, MethodArguments()))
