@@ -158,7 +158,7 @@ class FakeHubApi:
         source = self.files(repo_id).get(filename)
         if source is None:
             raise FileNotFoundError(f"{filename} is not in {repo_id}")
-        target = Path(local_dir or tempfile.mkdtemp()) / filename
+        target = Path(local_dir or tempfile.mkdtemp(dir=self.root(), prefix="download-")) / filename
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
         return str(target)
@@ -167,7 +167,7 @@ class FakeHubApi:
         files = self.files(repo_id)
         if not self.repo_dir(repo_id).is_dir():
             raise FileNotFoundError(f"repository {repo_id} not found")
-        local = Path(local_dir or tempfile.mkdtemp())
+        local = Path(local_dir or tempfile.mkdtemp(dir=self.root(), prefix="download-"))
         for name in filter_repo_objects(list(files), allow_patterns=allow_patterns, ignore_patterns=ignore_patterns):
             (local / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(files[name], local / name)

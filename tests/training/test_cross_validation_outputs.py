@@ -18,8 +18,8 @@ from aduni_hf.hub.push import REMOTE_CODE_FILES, PushError
 from aduni_hf.recipes import ARGUMENT_CLASSES, parse_recipe
 from aduni_hf.recipes.cross_validation import CV_MARKDOWN_NAME, CrossValidationArguments, run_cross_validation
 from tests.card_helpers import check_recipe_table, recipe_table, usage_snippet
+from tests.training.fake_hub import FakeHubApi, install
 from tests.training.test_cli import DEMO
-from tests.training.test_push_to_hub import FakeHubApi
 
 pytestmark = pytest.mark.slow  # end-to-end runs (a training run in a fixture)
 
@@ -38,9 +38,10 @@ def _cross_validate(output_dir, *flags):
 
 @pytest.fixture(scope="module")
 def pushed(tmp_path_factory):
-    output_dir = tmp_path_factory.mktemp("cv") / "demo_cv"
+    base = tmp_path_factory.mktemp("cv")
+    output_dir = base / "demo_cv"
     patch = pytest.MonkeyPatch()
-    patch.setattr("aduni_hf.hub.push.HfApi", FakeHubApi)
+    install(patch.setattr, base / "hub")
     try:
         results = _cross_validate(
             output_dir, "--push_to_hub", "true", "--hub_model_id", "someone/aduni-demo-cv"

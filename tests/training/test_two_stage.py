@@ -34,8 +34,8 @@ from aduni_hf.recipes.staged_training import (
     stage_dir,
 )
 from aduni_hf.training import AdUniTrainer
+from tests.training.fake_hub import install
 from tests.training.test_cli import DEMO as DEMO_PATH
-from tests.training.test_push_to_hub import FakeHubApi
 
 pytestmark = pytest.mark.slow  # end-to-end runs (a training run in a fixture)
 
@@ -384,8 +384,7 @@ def test_a_finished_stage_1_is_not_resumed_from_its_checkpoints(decouple_run, tm
 def test_cicl_freezes_the_encoder_and_its_batchnorm_in_stage_2_and_pushes_the_final_model_only(
     tmp_path, monkeypatch
 ):
-    api = FakeHubApi
-    monkeypatch.setattr("aduni_hf.hub.push.HfApi", FakeHubApi)
+    api = install(monkeypatch.setattr, tmp_path / "hub")
     recorder = Recorder(monkeypatch)
     output_dir = tmp_path / "cicl"
     run_training(*arguments(*QUICK, "--method", "cicl", "--sampler", "upsample", "--max_steps", "2",
