@@ -4,9 +4,6 @@ import csv
 import io
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +12,7 @@ from scipy import stats
 from aduni_hf.evaluation.compare import comparison_markdown, comparison_rows, load_run, paired_test
 from aduni_hf.evaluation.paper_results import PAPER_FIXED_ALPHA_001, rows_of
 from aduni_hf.methods import METHODS, MethodArguments
+from tests.script_runs import run_script_here
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,17 +122,13 @@ def test_rows_take_the_papers_row_the_run_recorded(tmp_path):
     assert rows["a"]["paper_macro_f1_mean"] == 0.805
 
 
-@pytest.mark.slow
 def test_the_script_writes_markdown_and_csv(tmp_path):
     a = write_run(tmp_path / "aduni", "aduni", "none", [0.88, 0.87], [0.80, 0.81], dataset="aptos2019",
                   kappas=[0.85, 0.83])  # fmt: skip
     c = write_run(tmp_path / "ce", "ce", "none", [0.84, 0.85], [0.70, 0.72], dataset="aptos2019",
                   kappas=[0.80, 0.79])  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "compare.py"), str(a), str(c), "--output", str(tmp_path / "out")],
-        capture_output=True, text=True, env=env, check=True,
-    )  # fmt: skip
+    result = run_script_here("compare.py", str(a), str(c), "--output", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
     # APTOS2019's own metric, quadratic weighted kappa, is its headline (bold), beside accuracy and macro-F1
     assert "| method | folds | accuracy | macro-F1 | quadratic weighted kappa | paper accuracy |" in result.stdout
     assert (
@@ -147,10 +141,7 @@ def test_the_script_writes_markdown_and_csv(tmp_path):
     assert [row["method"] for row in rows] == ["aduni", "ce"]
     assert rows[1]["headline_metric"] == "quadratic_kappa"
     assert float(rows[1]["quadratic_kappa_vs_aduni"]) == pytest.approx(-0.045)
-    missing = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "compare.py"), str(tmp_path / "nowhere")],
-        capture_output=True, text=True, env=env,
-    )  # fmt: skip
+    missing = run_script_here("compare.py", str(tmp_path / "nowhere"), cwd=tmp_path)
     assert missing.returncode != 0 and "no cv_results.json" in missing.stderr
 
 

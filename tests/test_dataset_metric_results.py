@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +15,10 @@ from huggingface_hub import ModelCard
 
 from aduni_hf import AdUniForImageClassification
 from aduni_hf.data import SingleViewDataset, build_dataset, eval_transform, split_by_fold
+from tests.script_runs import run_script_here
 from tests.test_metrics import quadratic_kappa_oracle, roc_auc_oracle
 
-pytestmark = pytest.mark.slow  # a training run in a subprocess: about half a minute
+pytestmark = pytest.mark.slow  # a training run
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["--num_folds", "2", "--augmentation", "digits", "--image_size", "16", "--max_steps", "2",
@@ -43,10 +41,10 @@ def write_retinamnist(path: Path) -> Path:
 def retinamnist_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("retina")
     npz, output_dir = write_retinamnist(folder / "retinamnist.npz"), folder / "run"
-    command = [sys.executable, str(ROOT / "scripts" / "train.py"), str(ROOT / "configs" / "demo.yaml"),
-               "--dataset", "retinamnist", "--data_dir", str(npz), "--output_dir", str(output_dir), *QUICK]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    result = run_script_here(
+        "train.py", str(ROOT / "configs" / "demo.yaml"), "--dataset", "retinamnist", "--data_dir", str(npz),
+        "--output_dir", str(output_dir), *QUICK, cwd=folder,
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return npz, output_dir, result.stdout
 

@@ -1,9 +1,6 @@
 """scripts/predict.py: files and folders, batched, one CSV row per file, unreadable files reported, the rest go on."""
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +11,7 @@ from PIL import Image
 from aduni_hf import AdUniConfig, AdUniForImageClassification
 from aduni_hf.hub import build_image_processor
 from aduni_hf.inference import image_paths
+from tests.script_runs import run_script_here
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["akiec", "bcc", "nv"]
@@ -64,16 +62,13 @@ def test_image_paths_walk_folders_and_keep_files(images):
         image_paths([folder / "nowhere"])
 
 
-@pytest.mark.slow
 def test_predict_writes_one_row_per_file_and_reports_unreadable_ones(saved_model, images, tmp_path):
     folder, single = images
     output = tmp_path / "out" / "predictions.csv"
     output.parent.mkdir()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "predict.py"), "--model", str(saved_model), "--images", str(folder),
-         str(single), "--output", str(output), "--batch_size", "2", "--device", "cpu"],
-        capture_output=True, text=True, env=env, timeout=300,
+    result = run_script_here(
+        "predict.py", "--model", str(saved_model), "--images", str(folder), str(single), "--output", str(output),
+        "--batch_size", "2", "--device", "cpu", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "4 images predicted, 2 unreadable" in result.stdout

@@ -7,10 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,9 +16,9 @@ from PIL import Image
 from aduni_hf import AdUniConfig, AdUniForImageClassification
 from aduni_hf.hub import build_image_processor
 from aduni_hf.inference import predict_and_summarise
+from tests.script_runs import run_script_here
 from tests.test_metrics import quadratic_kappa_oracle, roc_auc_oracle
 
-ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["akiec", "bcc", "nv"]
 
 
@@ -112,15 +108,13 @@ def test_an_image_without_a_label_or_an_unknown_class_is_refused_before_predicti
         predict_and_summarise(str(saved_model), [labelled_images], output, device="cpu", labels_csv=table)
 
 
-@pytest.mark.slow
 def test_the_script_prints_and_writes_the_summary(saved_model, labelled_images, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    script = [sys.executable, str(ROOT / "scripts" / "predict.py"), "--model", str(saved_model), "--images",
-              str(labelled_images), "--output", str(tmp_path / "p.csv"), "--device", "cpu"]  # fmt: skip
-    result = subprocess.run(
-        [*script, "--labels_from_folders", "--summary_output", str(tmp_path / "summary.json")],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+    script = ["--model", str(saved_model), "--images", str(labelled_images), "--output", str(tmp_path / "p.csv"),
+              "--device", "cpu"]  # fmt: skip
+    result = run_script_here(
+        "predict.py", *script, "--labels_from_folders", "--summary_output", str(tmp_path / "summary.json"),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert "labelled images: 9 (1 unreadable, left out)" in result.stdout
@@ -128,7 +122,5 @@ def test_the_script_prints_and_writes_the_summary(saved_model, labelled_images, 
     rows = {line.rsplit(None, 1)[0]: line.rsplit(None, 1)[1] for line in result.stdout.splitlines() if len(line.split()) > 1}
     assert rows["quadratic weighted kappa"] == f"{kappa:.4f}" or math.isnan(kappa)
     assert rows["ROC-AUC (macro, one-vs-rest)"] == f"{summary['roc_auc']:.4f}"
-    refused = subprocess.run(
-        [*script, "--summary_output", str(tmp_path / "s.json")], capture_output=True, text=True, env=env, timeout=300
-    )
+    refused = run_script_here("predict.py", *script, "--summary_output", str(tmp_path / "s.json"), cwd=tmp_path)
     assert refused.returncode != 0 and "--summary_output needs the true classes" in refused.stderr

@@ -15,6 +15,7 @@ from PIL import Image
 
 from aduni_hf.hub.model_card import MODEL_ID_PLACEHOLDER
 from tests.card_helpers import check_recipe_table, recipe_table, usage_snippet
+from tests.script_runs import run_script_here
 
 pytestmark = pytest.mark.slow  # end-to-end runs (a training run in a fixture)
 
@@ -30,16 +31,13 @@ def demo_run(tmp_path_factory):
     fresh_home = tmp_path_factory.mktemp("hf_home")  # no accelerate default config, as on a fresh machine
     command = [sys.executable, "-m", "accelerate.commands.launch", *DEMO_COMMAND.split()[2:]]
     command += ["--num_train_epochs", "2", "--output_dir", str(output_dir)]
+    # bytes, decoded without text mode's newline translation: a progress bar's "\r" updates stay on one line
     result = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
-        env={**os.environ, "HF_HOME": str(fresh_home)},
+        command, capture_output=True, timeout=600, cwd=REPO, env={**os.environ, "HF_HOME": str(fresh_home)}
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return output_dir, result.stdout + result.stderr
+    stdout, stderr = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 0, stderr[-3000:]
+    return output_dir, stdout + stderr
 
 
 def test_launch_prints_no_warning_about_missing_settings(demo_run):
@@ -79,16 +77,14 @@ def test_console_holds_our_lines_and_the_final_table_only(demo_run):
     assert re.search(r"^accuracy +\d[.]\d{4} +\d[.]\d{4}$", output, re.MULTILINE)  # validation beside test
 
 
-@pytest.mark.slow
 def test_log_level_info_brings_back_the_trainers_blocks(tmp_path):
     """`--log_level info` sets transformers' level as the Trainer documents: its blocks are back, ours stay."""
     short = ["--max_steps", "1", "--image_size", "16", "--per_device_train_batch_size", "16", "--eval_strategy",
              "no", "--figures", "false", "--torch_threads", "1"]  # fmt: skip
-    result = subprocess.run(
-        [sys.executable, "scripts/train.py", "configs/demo.yaml", *short, "--log_level", "info", "--output_dir",
-         str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=600, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
+    result = run_script_here(
+        "train.py", "configs/demo.yaml", *short, "--log_level", "info", "--output_dir", str(tmp_path / "out"),
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert "***** Running training *****" in output and "Do not forget to share your model" in output

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import csv
-import os
 import runpy
 import subprocess
-import sys
 from pathlib import Path
 
 import datasets
@@ -14,20 +12,13 @@ import pytest
 
 from aduni_hf.data import DataValidationError, dataset_metadata, prepare_dataset
 from tests.data.layouts import write_truncated
+from tests.script_runs import run_script_here
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_script(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "prepare_data.py"), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=300,
-    )
+def prepare_data_script(*args: str) -> subprocess.CompletedProcess:
+    return run_script_here("prepare_data.py", *args, cwd=ROOT)
 
 
 def test_saved_dataset_and_metadata_survive_load(isic, tmp_path):
@@ -67,12 +58,11 @@ def test_failure_leaves_nothing_and_existing_output_is_kept(aptos, tmp_path):
         prepare_dataset("aptos2019", str(raw.root), raw.root.parent, overwrite=True)
 
 
-@pytest.mark.slow
 def test_script_end_to_end(aptos, tmp_path):
     raw = aptos()
     raw.image(raw.ids[1]).write_bytes(b"not a png")
     out = tmp_path / "prepared"
-    failed = run_script(
+    failed = prepare_data_script(
         "--dataset", "aptos2019", "--data_dir", str(raw.root), "--output_dir", str(out), "--num_folds", "3"
     )
     assert failed.returncode == 2
@@ -92,7 +82,7 @@ def test_script_end_to_end(aptos, tmp_path):
         "32",
         "--skip_invalid",
     ]
-    done = run_script(*args)
+    done = prepare_data_script(*args)
     assert done.returncode == 0, done.stderr
     assert "left out 1 invalid item(s)" in done.stdout and raw.ids[1] in done.stdout
     with open(out / "invalid_items.csv", newline="") as handle:

@@ -16,6 +16,7 @@ import pytest
 
 from aduni_hf import AdUniConfig, AdUniForImageClassification
 from aduni_hf.recipes import ARGUMENT_CLASSES, RecipeError, parse_recipe, run_training
+from tests.script_runs import run_script_here
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = str(REPO / "configs" / "demo.yaml")
@@ -128,12 +129,10 @@ def test_optimiser_fields_the_recipe_does_not_use(tmp_path, unreadable_data, fla
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.slow
 def test_train_script_reports_it_as_an_error_line(tmp_path, unreadable_data):
-    result = subprocess.run(
-        [sys.executable, "scripts/train.py", DEMO, "--dataset_path", str(unreadable_data), "--test_fold", "9",
-         "--output_dir", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=300, cwd=REPO,
+    result = run_script_here(
+        "train.py", DEMO, "--dataset_path", str(unreadable_data), "--test_fold", "9", "--output_dir",
+        str(tmp_path / "out"), cwd=REPO,
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: test_fold=9 does not exist in")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from aduni_hf import AdUniConfig, AdUniForImageClassification
 from aduni_hf.methods import METHODS
 from aduni_hf.recipes import ARGUMENT_CLASSES, ModelArguments, RecipeError, parse_recipe
 from aduni_hf.recipes.run import build_model
+from tests.script_runs import run_script_here
 
 REPO = Path(__file__).resolve().parents[2]
 CLASSES = [str(c) for c in range(10)]
@@ -113,15 +112,10 @@ def test_model_name_or_path_with_another_architecture_is_refused(saved_three_cla
 def test_train_script_starts_from_a_saved_model(saved_three_class_model, tmp_path):
     folder, _ = saved_three_class_model
     output_dir = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "train.py"), str(REPO / "configs" / "demo.yaml"),
-         "--model_name_or_path", str(folder), "--ignore_mismatched_sizes", "true", "--max_steps", "1",
-         "--eval_strategy", "no",
-         "--output_dir", str(output_dir)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
+    result = run_script_here(
+        "train.py", str(REPO / "configs" / "demo.yaml"), "--model_name_or_path", str(folder),
+        "--ignore_mismatched_sizes", "true", "--max_steps", "1", "--eval_strategy", "no", "--output_dir",
+        str(output_dir), cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"starting from {folder} (10 classes now)" in result.stdout

@@ -2,12 +2,8 @@
 with exit code 0, its results and card written, and the schedule figure skipped with a note saying why."""
 
 import json
-import os
-import subprocess
-import sys
 
-import pytest
-
+from tests.script_runs import run_script_here
 from tests.training.test_cli import DEMO, REPO
 
 # The demo recipe at 16x16 with batch 16: 2 optimiser steps, and a log only every 5 steps, so none is logged.
@@ -15,14 +11,9 @@ TOO_SHORT_TO_LOG = ["--max_steps", "2", "--logging_strategy", "steps", "--loggin
                     "--per_device_train_batch_size", "16", "--eval_strategy", "no"]  # fmt: skip
 
 
-@pytest.mark.slow
 def test_a_run_too_short_to_log_a_learning_rate_finishes_without_the_schedule_figure(tmp_path):
     output_dir = tmp_path / "short"
-    result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "train.py"), str(DEMO), *TOO_SHORT_TO_LOG, "--output_dir",
-         str(output_dir)],
-        capture_output=True, text=True, timeout=600, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
+    result = run_script_here("train.py", str(DEMO), *TOO_SHORT_TO_LOG, "--output_dir", str(output_dir), cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
     assert not any("learning_rate" in entry for entry in history)  # the case: nothing to draw
