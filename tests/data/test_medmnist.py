@@ -98,7 +98,7 @@ def test_a_missing_file_names_data_dir_and_where_the_file_comes_from(tmp_path):
 @pytest.mark.parametrize(
     ("run", "command"),
     [
-        (run_script, ["train.py", str(REPO / "configs" / "demo.yaml"), "--dataset", "dermamnist"]),
+        (run_script_here, ["train.py", str(REPO / "configs" / "demo.yaml"), "--dataset", "dermamnist"]),
         (run_script_here, ["cross_validate.py", str(REPO / "configs" / "demo.yaml"), "--dataset", "dermamnist"]),
         (run_script, ["prepare_data.py", "--dataset", "dermamnist", "--output_dir", "prepared"]),
     ],
@@ -107,7 +107,8 @@ def test_a_missing_file_names_data_dir_and_where_the_file_comes_from(tmp_path):
 @pytest.mark.slow
 def test_every_script_refuses_a_missing_file_in_one_line(tmp_path, run, command):
     """The field train.py and prepare_data.py both accept (data_dir), the file name, and where it comes from;
-    nothing written (cross_validate.py, whose checks are train.py's, runs in this process: tests/script_runs.py)."""
+    nothing written (prepare_data.py as a new process; train.py and cross_validate.py, whose checks are one, in this
+    process: tests/script_runs.py)."""
     result = run(*command, cwd=tmp_path)
     lines = result.stderr.strip().splitlines()
     assert result.returncode != 0 and len(lines) == 1, result.stderr[-3000:]
