@@ -2,29 +2,26 @@
 
 import json
 import math
-import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from aduni_hf.evaluation.cv_summary import mean_std, paper_format, results_markdown, summarise_folds
 from aduni_hf.recipes.cross_validation import CV_MARKDOWN_NAME, CV_RECIPE_NAME, parse_folds
+from tests.script_runs import run_script_here
+from tests.tiny_run import TINY_RUN
 from tests.training.test_cli import DEMO
 
 ROOT = Path(__file__).resolve().parents[2]
-QUICK = ["--image_size", "16", "--max_steps", "2", "--per_device_train_batch_size", "16", "--eval_strategy", "no",
+# Folds, their summary and resuming are tested, not the encoder: timm's test network (TINY_RUN), 2 steps a fold.
+QUICK = [*TINY_RUN, "--max_steps", "2", "--per_device_train_batch_size", "16", "--eval_strategy", "no",
          "--logging_strategy", "steps", "--logging_steps", "1", "--torch_threads", "1"]  # fmt: skip
 
 
 def cross_validate(*flags, check=True):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "cross_validate.py"), str(DEMO), *QUICK, *flags],
-        capture_output=True, text=True, env=env, timeout=600,
-    )  # fmt: skip
+    """scripts/cross_validate.py in this process (its process is tested in test_resume_from_hub.py)."""
+    result = run_script_here("cross_validate.py", str(DEMO), *QUICK, *flags, cwd=ROOT)
     if check and result.returncode != 0:
         raise AssertionError(result.stdout[-3000:] + result.stderr[-3000:])
     return result

@@ -2,8 +2,11 @@
 writing a checkpoint, then restarted with the same command, finish with the weights and test metrics of an
 uninterrupted run; a finished run is not overwritten; a recipe that changes the result does not resume.
 
-The run: the demo recipe at 16x16 for 2 epochs of 8 steps, a checkpoint every 3 steps (3, 6, 9, 12, 15),
-the last two kept. Step 9 is the first step of epoch 2 done; steps 10-16 remain.
+The run: the demo recipe with timm's test network at 16x16 (TINY_RUN: the mechanics are tested, not the encoder)
+for 2 epochs of 8 steps, a checkpoint every 3 steps (3, 6, 9, 12, 15), the last two kept. Step 9 is the first step
+of epoch 2 done; steps 10-16 remain. Only the killed runs are processes; the uninterrupted run, the restarts and
+the refusals run scripts/train.py in this process (`run_script_here`: the same code path, without the seconds a new
+interpreter takes to import torch).
 """
 
 import json
@@ -19,6 +22,8 @@ import torch
 from safetensors.torch import load_file
 
 from aduni_hf.training.checkpoints import checkpoint_problems
+from tests.script_runs import run_script_here
+from tests.tiny_run import TINY_RUN
 
 pytestmark = pytest.mark.slow  # end-to-end runs (a training run in a fixture)
 
@@ -27,38 +32,62 @@ REPO = Path(__file__).resolve().parents[2]
 SECRET = "hf_NeverWriteThisTokenAnywhere0123456789"  # a fake Hub token: it must not reach any file or log
 RECIPE = [
     "configs/demo.yaml",
+    *TINY_RUN,
     "--num_train_epochs", "2",
-    "--image_size", "16",
     "--eval_strategy", "no",
     "--save_strategy", "steps",
     "--save_steps", "3",
     "--save_total_limit", "2",
     "--hub_token", SECRET,
+    "--torch_threads", "1",  # many times faster than 2 threads on a busy 2-core machine
 ]  # fmt: skip
 
 
+def train_arguments(output_dir: Path, workers: int = 0, *extra: str) -> list[str]:
+    return [*RECIPE, "--dataloader_num_workers", str(workers), "--output_dir", str(output_dir), *extra]
+
+
 def train_command(output_dir: Path, workers: int = 0, *extra: str) -> list[str]:
-    return [sys.executable, "scripts/train.py", *RECIPE, "--dataloader_num_workers", str(workers),
-            "--output_dir", str(output_dir), *extra]  # fmt: skip
+    """The command of a training process (the one that is killed)."""
+    return [sys.executable, "scripts/train.py", *train_arguments(output_dir, workers, *extra)]
 
 
-def run(command: list[str], expect_ok: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
+def run(arguments: list[str], expect_ok: bool = True) -> subprocess.CompletedProcess:
+    """scripts/train.py with `arguments`, in this process."""
+    result = run_script_here("train.py", *arguments, cwd=REPO)
     if expect_ok:
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result
 
 
 def kill_when(command: list[str], ready) -> None:
-    """Start `command` and SIGKILL it as soon as `ready()` holds (polled every 10 ms)."""
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """Start `command` and SIGKILL it as soon as `ready()` holds (polled every 10 ms), with its DataLoader workers
+    (its process group), as a pre-empted machine loses them all: an orphaned worker would hold the run folder's lock
+    for the seconds it takes to notice, and the restart, at once in this process, would find the folder locked."""
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 600
     while not ready():
         assert process.poll() is None, "training ended before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL
+    while group_alive(process.pid):  # the workers' exit (and their lock) too, a few ms after the signal
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def group_alive(group: int) -> bool:
+    """Whether a process of `group` has not exited yet (a zombie has: its files are closed)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _, process_group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except OSError:  # it ended while we looked
+            continue
+        if int(process_group) == group and state != "Z":
+            return True
+    return False
 
 
 def kill_while_saving(suffix: str, command: list[str]) -> None:
@@ -84,7 +113,7 @@ def results_of(run_dir: Path) -> dict:
 def reference(tmp_path_factory):
     """The uninterrupted run, and what it printed."""
     output_dir = tmp_path_factory.mktemp("reference") / "run"
-    result = run(train_command(output_dir))
+    result = run(train_arguments(output_dir))
     return output_dir, result.stdout + result.stderr
 
 
@@ -92,11 +121,11 @@ def reference(tmp_path_factory):
 def test_sigkill_mid_epoch_then_the_same_command_resumes_exactly(reference, tmp_path, workers):
     reference_dir, _ = reference
     output_dir = tmp_path / "run"
-    command = train_command(output_dir, workers)
-    kill_when(command, lambda: not checkpoint_problems(output_dir / "checkpoint-9"))  # once it is complete
+    arguments = train_arguments(output_dir, workers)
+    kill_when(train_command(output_dir, workers), lambda: not checkpoint_problems(output_dir / "checkpoint-9"))
     assert not (output_dir / "test_results.json").exists()  # killed: nothing looks finished
 
-    resumed = run([*command, "--log_level", "info"])  # the Trainer's own account of where it resumes, too
+    resumed = run([*arguments, "--log_level", "info"])  # the Trainer's own account of where it resumes, too
     log = resumed.stdout + resumed.stderr
     assert "resuming the interrupted run" in log
     skipped = [line for line in log.splitlines() if "Fast-forwarding the dataloader past 1 epochs and" in line]
@@ -112,8 +141,7 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes_exactly(reference, tmp_
 def test_kill_while_a_checkpoint_is_written_leaves_the_previous_one(reference, tmp_path):
     reference_dir, _ = reference
     output_dir = tmp_path / "run"
-    command = train_command(output_dir)
-    kill_while_saving("checkpoint-9/optimizer.pt", command)
+    kill_while_saving("checkpoint-9/optimizer.pt", train_command(output_dir))
     cut_short = output_dir / "checkpoint-9"
     assert (cut_short / "model.safetensors").is_file() and (cut_short / "aduni_run.json").is_file()
     assert not (cut_short / "trainer_state.json").exists()  # the Trainer's last file never came: incomplete
@@ -121,7 +149,7 @@ def test_kill_while_a_checkpoint_is_written_leaves_the_previous_one(reference, t
     torch.load(previous / "optimizer.pt", weights_only=True)  # loadable, and not rotated away meanwhile
     assert load_file(previous / "model.safetensors")
 
-    resumed = run(command)
+    resumed = run(train_arguments(output_dir))  # the same command again
     log = resumed.stdout + resumed.stderr
     assert "removing" in log and "checkpoint-9, a checkpoint whose writing was interrupted" in log
     assert "from checkpoint-6" in log
@@ -139,12 +167,11 @@ def test_kill_while_the_final_model_is_written_never_looks_finished(reference, t
     reference_dir, _ = reference
     output_dir = tmp_path / "run"
     interrupted_copy(reference_dir, output_dir)
-    command = train_command(output_dir)
-    kill_while_saving("run/training_args.bin", command)
+    kill_while_saving("run/training_args.bin", train_command(output_dir))
     assert (output_dir / "model.safetensors").is_file() and (output_dir / "checkpoint-16").is_dir()
     assert not (output_dir / "test_results.json").exists()  # half-written outputs do not look finished
 
-    finished = run(command)  # resumes at the end of training: saves, evaluates, finishes
+    finished = run(train_arguments(output_dir))  # resumes at the end of training: saves, evaluates, finishes
     assert "from checkpoint-16" in finished.stdout + finished.stderr
     assert max_weight_difference(reference_dir, output_dir) <= 1e-6
     assert results_of(output_dir)["test_macro_f1"] == results_of(reference_dir)["test_macro_f1"]
@@ -155,7 +182,7 @@ def test_a_longer_training_resumes_from_an_explicit_checkpoint_and_says_so(refer
     output_dir = tmp_path / "run"
     interrupted_copy(reference_dir, output_dir)
     checkpoint = str(output_dir / "checkpoint-15")
-    result = run(train_command(output_dir, 0, "--num_train_epochs", "3", "--resume_from_checkpoint", checkpoint))
+    result = run(train_arguments(output_dir, 0, "--num_train_epochs", "3", "--resume_from_checkpoint", checkpoint))
     assert "resuming checkpoint-15: num_train_epochs changed from 2.0 to 3.0" in result.stdout + result.stderr
     assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == 24
 
@@ -185,7 +212,7 @@ def test_the_hub_token_reaches_no_file_and_no_log(reference):
 def test_a_finished_run_is_refused_unless_overwrite_is_asked(reference, tmp_path):
     reference_dir, _ = reference
     before = (reference_dir / "model.safetensors").stat().st_mtime_ns
-    refused = run(train_command(reference_dir), expect_ok=False)
+    refused = run(train_arguments(reference_dir), expect_ok=False)
     assert refused.returncode == 1
     assert "holds a finished run" in refused.stderr and "--overwrite_output_dir true" in refused.stderr
     assert (reference_dir / "model.safetensors").stat().st_mtime_ns == before
@@ -196,7 +223,7 @@ def test_a_resume_with_another_recipe_is_refused_naming_the_fields(reference, tm
     output_dir = tmp_path / "run"
     interrupted_copy(reference_dir, output_dir)
     refused = run(
-        train_command(output_dir, 0, "--test_fold", "1", "--seed", "3", "--per_device_train_batch_size", "32",
+        train_arguments(output_dir, 0, "--test_fold", "1", "--seed", "3", "--per_device_train_batch_size", "32",
                       "--image_size", "24", "--method", "ce"),  # fmt: skip
         expect_ok=False,
     )
@@ -215,7 +242,7 @@ def test_overwrite_output_dir_trains_a_fresh_run(reference, tmp_path):
     output_dir = tmp_path / "run"
     subprocess.run(["cp", "-r", str(reference_dir), str(output_dir)], check=True)
     (output_dir / "checkpoint-15" / "model.safetensors").write_bytes(b"")  # would break a resume
-    result = run(train_command(output_dir, 0, "--overwrite_output_dir", "true", "--num_train_epochs", "1",
+    result = run(train_arguments(output_dir, 0, "--overwrite_output_dir", "true", "--num_train_epochs", "1",
                                "--log_level", "info"))  # fmt: skip  (info: the Trainer would say it resumes)
     log = result.stdout + result.stderr
     assert "overwrite_output_dir: a fresh run; removed" in log

@@ -1,55 +1,65 @@
 """A run killed on one machine resumes on another from the Hub: real `scripts/train.py` and
 `scripts/cross_validate.py` processes push their checkpoints (`hub_strategy checkpoint`) to the offline Hub of
 fake_hub.py (`fake_hub_run.py` puts it in place), are killed with SIGKILL after a checkpoint is on the Hub, and a
-second process in an empty output_dir ("another machine": nothing local is shared, only the Hub) resumes with
+second run in an empty output_dir ("another machine": nothing local is shared, only the Hub's folder) resumes with
 `--resume_from_checkpoint hub:...`. It finishes with the weights and test metrics of an uninterrupted run.
 
-The run: the demo recipe at 16x16, 8 steps of 16 images (inside the first epoch of 32 steps), a validation and a
-checkpoint every 2 steps, so the resumed run also carries the best validation model chosen before the kill.
+Only the killed runs are processes; the second machine and the uninterrupted reference run the same scripts in this
+process (`run_script_here`), the second one with the same offline Hub on the same folder.
+
+The run: the demo recipe with timm's test network at 16x16 (TINY_RUN: the mechanics are tested, not the encoder),
+8 steps of 16 images (inside the first epoch of 32 steps), a validation and a checkpoint every 2 steps, so the
+resumed run also carries the best validation model chosen before the kill.
 """
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.training.fake_hub import STORE_ENV, FakeHubApi
+from tests.script_runs import run_script_here
+from tests.tiny_run import TINY_RUN
+from tests.training.fake_hub import STORE_ENV, FakeHubApi, install
 from tests.training.test_push_to_hub import check_every_push
 from tests.training.test_resume import kill_when, max_weight_difference, results_of
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = [
     "configs/demo.yaml",
+    *TINY_RUN,
     "--max_steps", "8",
     "--per_device_train_batch_size", "16",
-    "--image_size", "16",
     "--eval_strategy", "steps",
     "--eval_steps", "2",
     "--save_strategy", "steps",
     "--save_steps", "2",
     "--figures", "false",
+    "--torch_threads", "1",  # many times faster than 2 threads on a busy 2-core machine
 ]  # fmt: skip
 COMPARED = ("test_accuracy", "test_macro_f1", "test_best_val_accuracy", "test_best_val_epoch")
 
 pytestmark = pytest.mark.slow
 
 
-def command(script: str, output_dir: Path, *extra: str, hub: bool = True) -> list[str]:
-    launcher = ["tests/training/fake_hub_run.py"] if hub else []
-    return [sys.executable, *launcher, script, *RECIPE, "--output_dir", str(output_dir), *extra]
+def command(script: str, output_dir: Path, *extra: str) -> list[str]:
+    """The command of a process with the offline Hub in place (the one that is killed)."""
+    return [sys.executable, "tests/training/fake_hub_run.py", f"scripts/{script}", *RECIPE,
+            "--output_dir", str(output_dir), *extra]  # fmt: skip
 
 
 @pytest.fixture
 def store(tmp_path, monkeypatch) -> Path:
-    """The offline Hub's folder, shared by every process of the test (they inherit FAKE_HUB_DIR)."""
+    """The offline Hub's folder, shared by the killed process (it inherits FAKE_HUB_DIR) and the runs in this
+    process (the same fake, installed on the same folder)."""
     monkeypatch.setenv(STORE_ENV, str(tmp_path / "hub"))
+    install(monkeypatch.setattr, tmp_path / "hub")
     return tmp_path / "hub"
 
 
-def run(arguments: list[str]) -> str:
-    result = subprocess.run(arguments, capture_output=True, text=True, timeout=900, cwd=REPO)
+def run(script: str, output_dir: Path, *extra: str) -> str:
+    """scripts/<script> in this process; its output."""
+    result = run_script_here(script, *RECIPE, "--output_dir", str(output_dir), *extra, cwd=REPO)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result.stdout + result.stderr
 
@@ -65,10 +75,10 @@ def test_a_run_killed_on_one_machine_resumes_on_another_from_the_hub(tmp_path, s
     push = ["--push_to_hub", "true", "--hub_model_id", "someone/long-run",
                                      "--hub_strategy", "checkpoint"]  # fmt: skip
     reference = tmp_path / "reference"
-    run(command("scripts/train.py", reference, hub=False))
+    run("train.py", reference)
 
     machine_a = tmp_path / "machine_a" / "run"
-    kill_when(command("scripts/train.py", machine_a, *push),
+    kill_when(command("train.py", machine_a, *push),
               lambda: pushed_step(store, "someone/long-run", "last-checkpoint") >= 4)  # fmt: skip
     pushed = pushed_step(store, "someone/long-run", "last-checkpoint")
     assert 4 <= pushed < 8 and not (machine_a / "test_results.json").exists()
@@ -76,8 +86,8 @@ def test_a_run_killed_on_one_machine_resumes_on_another_from_the_hub(tmp_path, s
     assert "training in progress" in readme  # our card, pushed with the checkpoints
 
     machine_b = tmp_path / "machine_b" / "run"  # nothing of machine A: only the Hub
-    log = run(command("scripts/train.py", machine_b, *push, "--resume_from_checkpoint",
-                      "hub:someone/long-run/last-checkpoint", "--log_level", "info"))  # fmt: skip
+    log = run("train.py", machine_b, *push, "--resume_from_checkpoint", "hub:someone/long-run/last-checkpoint",
+              "--log_level", "info")  # fmt: skip
     assert f"downloaded hub:someone/long-run/last-checkpoint into {machine_b / f'checkpoint-{pushed}'}" in log
     assert f"Resuming training from checkpoint with epoch 0 and global step {pushed}" in log
     difference = max_weight_difference(reference, machine_b)
@@ -94,10 +104,10 @@ def test_a_cross_validation_killed_mid_fold_resumes_on_another_machine_from_the_
     push = ["--push_to_hub", "true", "--hub_model_id", "someone/cv",
                                      "--hub_strategy", "checkpoint", "--folds", "0,1"]  # fmt: skip
     reference = tmp_path / "reference"
-    run(command("scripts/cross_validate.py", reference, "--folds", "0,1", hub=False))
+    run("cross_validate.py", reference, "--folds", "0,1")
 
     machine_a = tmp_path / "machine_a" / "cv"
-    kill_when(command("scripts/cross_validate.py", machine_a, *push),
+    kill_when(command("cross_validate.py", machine_a, *push),
               lambda: pushed_step(store, "someone/cv", "fold_1/last-checkpoint") >= 4)  # fmt: skip
     files = FakeHubApi.files("someone/cv")
     assert "fold_0/test_results.json" in files and "fold_0/last-checkpoint/trainer_state.json" in files
@@ -105,8 +115,8 @@ def test_a_cross_validation_killed_mid_fold_resumes_on_another_machine_from_the_
     pushed = pushed_step(store, "someone/cv", "fold_1/last-checkpoint")
 
     machine_b = tmp_path / "machine_b" / "cv"
-    log = run(command("scripts/cross_validate.py", machine_b, *push, "--resume_from_checkpoint", "hub:someone/cv",
-                      "--log_level", "info"))  # fmt: skip  (info: the Trainer's line on the resumed step)
+    log = run("cross_validate.py", machine_b, *push, "--resume_from_checkpoint", "hub:someone/cv",
+              "--log_level", "info")  # fmt: skip  (info: the Trainer's line on the resumed step)
     assert "fold 0: finished on the Hub" in log and "fold 0: finished earlier" in log  # downloaded, not retrained
     assert f"Resuming training from checkpoint with epoch 0 and global step {pushed}" in log
     for fold in (0, 1):

@@ -25,6 +25,7 @@ from aduni_hf.recipes.run_lock import LOCK_NAME, run_folder_lock
 from aduni_hf.training import CheckpointWriteError, NonFiniteTrainingError
 from aduni_hf.training.checkpoints import FILES_KEY, RUN_RECORD_NAME, checkpoint_files, checkpoint_problems
 from aduni_hf.training.guard import FAILURE_NAME
+from tests.script_runs import run_script_here
 from tests.training.trainer_helpers import digits_splits, make_trainer
 
 pytestmark = pytest.mark.slow  # end-to-end runs (a training run in a fixture)
@@ -155,9 +156,13 @@ def test_a_diverging_run_stops_with_every_checkpoint_finite(tmp_path, splits):
 
 # ---- one writer per run folder -----------------------------------------------------------------------------------
 def hold_lock(folder: Path) -> subprocess.Popen:
-    """A second process holding `folder`'s lock until it is killed."""
+    """A second process holding `folder`'s lock until it is killed. It imports run_lock.py alone: the packages'
+    __init__ files (empty stand-ins here) would import torch and transformers, seconds the holder does not need."""
     code = (
-        "import sys, time\n"
+        "import sys, time, types\n"
+        "for name in ('aduni_hf', 'aduni_hf.recipes'):\n"
+        "    sys.modules[name] = types.ModuleType(name)\n"
+        f"    sys.modules[name].__path__ = [{str(ROOT)!r} + '/' + name.replace('.', '/')]\n"
         "from aduni_hf.recipes.run_lock import run_folder_lock\n"
         f"with run_folder_lock({str(folder)!r}):\n"
         "    print('held', flush=True)\n"
@@ -197,12 +202,9 @@ def test_a_run_that_writes_nothing_leaves_no_folder(tmp_path):
 def test_train_py_refuses_a_run_folder_another_run_is_writing(tmp_path):
     folder = tmp_path / "run"
     holder = hold_lock(folder)
-    try:
-        done = subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / "train.py"), str(ROOT / "configs" / "demo.yaml"),
-             "--output_dir", str(folder), "--use_cpu", "true"],
-            capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )  # fmt: skip
+    try:  # train.py in this process: the other writer is a real process
+        done = run_script_here("train.py", str(ROOT / "configs" / "demo.yaml"), "--output_dir", str(folder),
+                               "--use_cpu", "true", cwd=tmp_path)  # fmt: skip
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
