@@ -35,10 +35,11 @@ def _launch_two_processes(script: str, port: int, *arguments: str) -> subprocess
 
 @pytest.mark.slow
 def test_demo_trains_on_two_processes(tmp_path):
+    """The demo recipe with the tiny encoder (the processes are tested, not the model)."""
     output_dir = tmp_path / "out"
     result = _launch_two_processes(
-        "train.py", 29518, str(REPO / "configs" / "demo.yaml"), "--num_train_epochs", "1", "--output_dir",
-        str(output_dir), "--log_level", "info",  # the Trainer's "Running training" block names the batch
+        "train.py", 29518, str(REPO / "configs" / "demo.yaml"), *TINY_RUN, "--num_train_epochs", "1",
+        "--output_dir", str(output_dir), "--log_level", "info",  # the Trainer's "Running training" names the batch
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((output_dir / "test_results.json").read_text())
@@ -58,7 +59,7 @@ def test_cross_validation_runs_under_accelerate_launch_with_two_processes(tmp_pa
     output_dir = tmp_path / "cv"
     result = _launch_two_processes(
         "cross_validate.py", 29519, str(REPO / "configs" / "demo.yaml"), "--folds", "0,1", "--max_steps", "2",
-        "--image_size", "16", "--eval_strategy", "no", "--output_dir", str(output_dir), "--log_level", "info",
+        *TINY_RUN, "--eval_strategy", "no", "--output_dir", str(output_dir), "--log_level", "info",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((output_dir / "cv_results.json").read_text())
