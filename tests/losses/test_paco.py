@@ -11,6 +11,7 @@ queries), in Python loops on float64. It shares no code with `aduni_hf.losses.pa
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 import socket
@@ -32,7 +33,12 @@ from aduni_hf.methods import METHODS, LossInputs, MethodArguments
 from aduni_hf.schedules import AlphaSchedule
 from aduni_hf.training import AlphaScheduleCallback
 from aduni_hf.training.checkpoints import METHOD_STATE_NAME
-from tests.training.trainer_helpers import IMAGE_SIZE, NUM_TRAIN, digits_splits, make_trainer
+from tests.training import trainer_helpers
+from tests.training.trainer_helpers import IMAGE_SIZE, NUM_TRAIN, TINY_BACKBONE, digits_splits
+
+# The tiny encoder (a ResNet with BatchNorm, as resnet18): the key encoder and the queue are tested, not the
+# encoder.
+make_trainer = functools.partial(trainer_helpers.make_trainer, backbone=TINY_BACKBONE)
 
 NUM_CLASSES = 4
 DIM = 6
@@ -115,7 +121,8 @@ def step_labels(batch, seed):
 
 def tiny_aduni(num_labels=NUM_CLASSES, seed=0):
     torch.manual_seed(seed)
-    return AdUniForImageClassification(AdUniConfig(num_labels=num_labels, image_size=IMAGE_SIZE))
+    config = AdUniConfig(num_labels=num_labels, image_size=IMAGE_SIZE, backbone=TINY_BACKBONE)
+    return AdUniForImageClassification(config)
 
 
 # ----------------------------------------------------------------------------------------------------------

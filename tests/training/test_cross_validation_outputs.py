@@ -18,13 +18,15 @@ from aduni_hf.hub.push import REMOTE_CODE_FILES, PushError
 from aduni_hf.recipes import ARGUMENT_CLASSES, parse_recipe
 from aduni_hf.recipes.cross_validation import CV_MARKDOWN_NAME, CrossValidationArguments, run_cross_validation
 from tests.card_helpers import check_recipe_table, recipe_table, usage_snippet
+from tests.tiny_run import TINY_RUN
 from tests.training.fake_hub import FakeHubApi, install
 from tests.training.test_cli import DEMO
 
 pytestmark = pytest.mark.slow  # end-to-end runs (a training run in a fixture)
 
 
-QUICK = ["--image_size", "16", "--max_steps", "2", "--per_device_train_batch_size", "16", "--logging_strategy",
+# The tiny encoder: the outputs are tested, not the model (the card names whichever backbone was trained).
+QUICK = [*TINY_RUN, "--max_steps", "2", "--per_device_train_batch_size", "16", "--logging_strategy",
          "steps", "--logging_steps", "1", "--save_strategy", "steps", "--save_steps", "1"]  # fmt: skip
 
 

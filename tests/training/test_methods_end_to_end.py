@@ -11,12 +11,14 @@ from transformers import AutoModelForImageClassification, pipeline
 from aduni_hf.hub import build_image_processor
 from aduni_hf.methods import METHODS
 from aduni_hf.recipes import ARGUMENT_CLASSES, parse_recipe, run_training
+from tests.tiny_run import TINY_RUN
 from tests.training.test_cli import DEMO as DEMO_PATH
 
 DEMO = str(DEMO_PATH)
 
-# Small enough for a few CPU seconds per method; PaCo's queue must be a multiple of the batch.
-QUICK = ["--image_size", "16", "--max_steps", "3", "--per_device_train_batch_size", "16", "--eval_strategy", "no",
+# Small enough for a few CPU seconds per method (the tiny encoder: every method's mechanics are tested, not the
+# model); PaCo's queue must be a multiple of the batch.
+QUICK = [*TINY_RUN, "--max_steps", "3", "--per_device_train_batch_size", "16", "--eval_strategy", "no",
          "--logging_strategy", "steps", "--logging_steps", "1", "--queue_size", "32"]  # fmt: skip
 
 

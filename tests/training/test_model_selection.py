@@ -10,9 +10,11 @@ import torch
 from aduni_hf import AdUniForImageClassification
 from aduni_hf.data import SingleViewDataset, build_dataset, collate_views, eval_transform, split_by_fold
 from aduni_hf.recipes import ARGUMENT_CLASSES, parse_recipe, run_training
+from tests.tiny_run import TINY_RUN
 from tests.training.test_cli import DEMO
 
-FLAGS = ["--image_size", "16", "--num_train_epochs", "4", "--warmup_epochs", "1", "--alpha_decay", "5",
+# The tiny encoder: the rules that choose the models are tested, not the encoder.
+FLAGS = [*TINY_RUN, "--num_train_epochs", "4", "--warmup_epochs", "1", "--alpha_decay", "5",
          "--per_device_train_batch_size", "32", "--official_test_selection", "true"]  # fmt: skip
 
 

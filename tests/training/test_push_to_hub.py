@@ -31,8 +31,9 @@ from aduni_hf.recipes import ARGUMENT_CLASSES, parse_recipe, run_training
 from aduni_hf.recipes.errors import RecipeError, RunFolderError
 from aduni_hf.recipes.run_folder import prepare_output_dir
 from aduni_hf.training.checkpoints import RUN_RECORD_NAME, checkpoint_problems, expected_files
+from tests.tiny_run import TINY_RUN
 from tests.training.fake_hub import FakeHubApi, install
-from tests.training.trainer_helpers import digits_splits, make_trainer
+from tests.training.trainer_helpers import TINY_BACKBONE, digits_splits, make_trainer
 
 __all__ = ["FakeHubApi"]  # other tests take the fake from here
 
@@ -41,8 +42,9 @@ pytestmark = pytest.mark.slow  # end-to-end runs (a training run in a fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "hf_NeverPushThisTokenAnywhere0123456789"
-# 4 optimiser steps of 16 images, a checkpoint every 2 (steps 2 and 4), no validation: a few seconds of training.
-SHORT = ["--max_steps", "4", "--per_device_train_batch_size", "16", "--image_size", "16", "--eval_strategy", "no",
+# 4 optimiser steps of 16 images with the tiny encoder (what is pushed is tested, not the model), a checkpoint
+# every 2 (steps 2 and 4), no validation: a few seconds of training.
+SHORT = ["--max_steps", "4", "--per_device_train_batch_size", "16", *TINY_RUN, "--eval_strategy", "no",
          "--save_strategy", "steps", "--save_steps", "2", "--figures", "false"]  # fmt: skip
 
 
@@ -202,7 +204,7 @@ def test_a_save_while_a_push_uploads_is_skipped_and_a_failed_push_is_said(tmp_pa
     monkeypatch.setattr(FakeHubApi, "upload_folder", slow_then_failing)
     caplog.set_level(logging.WARNING, logger="aduni_hf")
     trainer = make_trainer(tmp_path, digits_splits(), epochs=1, save_strategy="steps", save_steps=1,
-                           callbacks=[ReleaseAfterStep2()])  # fmt: skip
+                           callbacks=[ReleaseAfterStep2()], backbone=TINY_BACKBONE)  # fmt: skip
     trainer.hub_pusher = CheckpointPusher("someone/flaky", "checkpoint")
     trainer.args.push_to_hub, trainer.args.hub_strategy = True, HubStrategy.CHECKPOINT
     trainer.init_hf_repo()
@@ -239,7 +241,7 @@ def test_push_uploads_the_results_card(tmp_path, monkeypatch):
     arguments = parse_recipe(
         ARGUMENT_CLASSES,
         [str(REPO / "configs" / "demo.yaml"), "--num_train_epochs", "1", "--output_dir", str(tmp_path / "out"),
-         "--push_to_hub", "true", "--hub_model_id", "someone/aduni-demo", "--image_size", "16",
+         "--push_to_hub", "true", "--hub_model_id", "someone/aduni-demo", *TINY_RUN,
          "--save_strategy", "epoch"],
     )  # fmt: skip
     results = run_training(*arguments)

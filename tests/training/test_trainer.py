@@ -1,6 +1,7 @@
 """AdUniTrainer on a real (tiny) Trainer run: two-view batches, AduC, alpha and LR schedules, the sampler."""
 
 import copy
+import functools
 import math
 
 import numpy as np
@@ -20,7 +21,11 @@ from aduni_hf.losses import CrossEntropyLoss
 from aduni_hf.schedules import AlphaSchedule, alpha_schedule, official_learning_rate
 from aduni_hf.training import AdUniTrainingArguments
 from aduni_hf.training.optimization import steps_per_epoch
-from tests.training.trainer_helpers import IMAGE_SIZE, NUM_TRAIN, digits_splits, make_trainer
+from tests.training import trainer_helpers
+from tests.training.trainer_helpers import IMAGE_SIZE, NUM_TRAIN, TINY_BACKBONE, digits_splits
+
+# The tiny encoder: these tests are of the trainer (schedules, sampler, losses, steps), not of the encoder.
+make_trainer = functools.partial(trainer_helpers.make_trainer, backbone=TINY_BACKBONE)
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +271,7 @@ def test_channels_last_trains_the_same_step_up_to_rounding(tmp_path, splits):
     """channels_last changes the memory layout only: one official step gives the same weights to float rounding."""
     weights = []
     for channels_last in (False, True):
-        trainer = make_trainer(tmp_path / str(channels_last), splits, epochs=1, max_steps=1,
+        trainer = make_trainer(tmp_path / str(channels_last), splits, epochs=1, max_steps=1, backbone="resnet18",
                                channels_last=channels_last)  # fmt: skip
         trainer.train()
         if channels_last:

@@ -1,4 +1,5 @@
-"""A tiny real AdUniTrainer (40 digits at 16x16, 3 steps per epoch) shared by the trainer and checkpoint tests."""
+"""A tiny real AdUniTrainer (40 digits at 16x16, 3 steps per epoch) shared by the trainer and checkpoint tests; its
+encoder resnet18 unless a test asks for another (TINY_BACKBONE, where the encoder is not what is tested)."""
 
 import numpy as np
 import torch
@@ -7,9 +8,11 @@ from aduni_hf import AduCLoss, AdUniConfig, AdUniForImageClassification, AdUniTr
 from aduni_hf.data import MultiViewDataset, build_augmentation, build_dataset, collate_views, split_by_fold
 from aduni_hf.evaluation import build_compute_metrics
 from aduni_hf.training import AdUniTrainingArguments
+from tests.tiny_run import TINY_RUN
 
 IMAGE_SIZE = 16
 NUM_TRAIN = 40  # 3 steps per epoch at batch 16: 16, 16, 8
+TINY_BACKBONE = TINY_RUN[TINY_RUN.index("--backbone") + 1]
 
 
 class RecordingViews(MultiViewDataset):
@@ -39,6 +42,7 @@ def make_trainer(
     sampler="none",
     trainer_class=AdUniTrainer,
     image_size=IMAGE_SIZE,
+    backbone="resnet18",
     eval_dataset=None,
     **overrides,
 ):
@@ -61,7 +65,7 @@ def make_trainer(
     )
     args.update(overrides)
     torch.manual_seed(0)
-    model = AdUniForImageClassification(AdUniConfig(num_labels=10, image_size=image_size))
+    model = AdUniForImageClassification(AdUniConfig(num_labels=10, image_size=image_size, backbone=backbone))
     return trainer_class(
         model=model,
         args=AdUniTrainingArguments(**args),
