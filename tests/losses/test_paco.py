@@ -11,7 +11,6 @@ queries), in Python loops on float64. It shares no code with `aduni_hf.losses.pa
 from __future__ import annotations
 
 import copy
-import functools
 import math
 import os
 import socket
@@ -33,12 +32,7 @@ from aduni_hf.methods import METHODS, LossInputs, MethodArguments
 from aduni_hf.schedules import AlphaSchedule
 from aduni_hf.training import AlphaScheduleCallback
 from aduni_hf.training.checkpoints import METHOD_STATE_NAME
-from tests.training import trainer_helpers
-from tests.training.trainer_helpers import IMAGE_SIZE, NUM_TRAIN, TINY_BACKBONE, digits_splits
-
-# The tiny encoder (a ResNet with BatchNorm, as resnet18): the key encoder and the queue are tested, not the
-# encoder.
-make_trainer = functools.partial(trainer_helpers.make_trainer, backbone=TINY_BACKBONE)
+from tests.training.trainer_helpers import IMAGE_SIZE, NUM_TRAIN, TINY_BACKBONE, digits_splits, make_trainer
 
 NUM_CLASSES = 4
 DIM = 6

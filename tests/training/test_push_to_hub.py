@@ -33,7 +33,7 @@ from aduni_hf.recipes.run_folder import prepare_output_dir
 from aduni_hf.training.checkpoints import RUN_RECORD_NAME, checkpoint_problems, expected_files
 from tests.tiny_run import TINY_RUN
 from tests.training.fake_hub import FakeHubApi, install
-from tests.training.trainer_helpers import TINY_BACKBONE, digits_splits, make_trainer
+from tests.training.trainer_helpers import digits_splits, make_trainer
 
 __all__ = ["FakeHubApi"]  # other tests take the fake from here
 
@@ -204,7 +204,7 @@ def test_a_save_while_a_push_uploads_is_skipped_and_a_failed_push_is_said(tmp_pa
     monkeypatch.setattr(FakeHubApi, "upload_folder", slow_then_failing)
     caplog.set_level(logging.WARNING, logger="aduni_hf")
     trainer = make_trainer(tmp_path, digits_splits(), epochs=1, save_strategy="steps", save_steps=1,
-                           callbacks=[ReleaseAfterStep2()], backbone=TINY_BACKBONE)  # fmt: skip
+                           callbacks=[ReleaseAfterStep2()])  # fmt: skip
     trainer.hub_pusher = CheckpointPusher("someone/flaky", "checkpoint")
     trainer.args.push_to_hub, trainer.args.hub_strategy = True, HubStrategy.CHECKPOINT
     trainer.init_hf_repo()

@@ -259,7 +259,7 @@ def test_max_steps_trains_without_epochs():
 # ---- a full disk ---------------------------------------------------------------------------------------------------
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 100 MiB tmpfs: one checkpoint of the tiny run (about 90 MiB with its optimiser) and no second."""
+    """A 100 MiB tmpfs: one checkpoint of a resnet18 run (about 90 MiB with its optimiser) and no second."""
     mount = tmp_path / "disk"
     mount.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100m", "tmpfs", str(mount)], capture_output=True)
@@ -270,7 +270,7 @@ def small_disk(tmp_path):
 
 
 def test_a_full_disk_during_a_save_says_so_and_leaves_the_previous_checkpoint(small_disk, splits):
-    trainer = make_trainer(small_disk, splits, epochs=1, save_strategy="steps", save_steps=1)
+    trainer = make_trainer(small_disk, splits, epochs=1, save_strategy="steps", save_steps=1, backbone="resnet18")
     started = time.monotonic()
     with pytest.raises(CheckpointWriteError) as error:
         trainer.train()

@@ -77,7 +77,8 @@ def test_bf16_autocast_runs_the_network_in_bf16_and_keeps_float32_weights(tmp_pa
     about 0.9, not to rounding (and later steps drift apart as any perturbed run does)."""
     runs = {}
     for bf16 in (False, True):
-        trainer = make_trainer(tmp_path / str(bf16), splits, epochs=1, max_steps=1, bf16=bf16, image_size=32)
+        trainer = make_trainer(tmp_path / str(bf16), splits, epochs=1, max_steps=1, bf16=bf16, image_size=32,
+                               backbone="resnet18")  # its conv1 is hooked below
         conv_dtypes = []
         trainer.model.aduni.backbone.conv1.register_forward_hook(
             lambda module, inputs, output, dtypes=conv_dtypes: dtypes.append(output.dtype)

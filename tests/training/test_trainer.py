@@ -1,7 +1,6 @@
 """AdUniTrainer on a real (tiny) Trainer run: two-view batches, AduC, alpha and LR schedules, the sampler."""
 
 import copy
-import functools
 import math
 
 import numpy as np
@@ -21,11 +20,7 @@ from aduni_hf.losses import CrossEntropyLoss
 from aduni_hf.schedules import AlphaSchedule, alpha_schedule, official_learning_rate
 from aduni_hf.training import AdUniTrainingArguments
 from aduni_hf.training.optimization import steps_per_epoch
-from tests.training import trainer_helpers
-from tests.training.trainer_helpers import IMAGE_SIZE, NUM_TRAIN, TINY_BACKBONE, digits_splits
-
-# The tiny encoder: these tests are of the trainer (schedules, sampler, losses, steps), not of the encoder.
-make_trainer = functools.partial(trainer_helpers.make_trainer, backbone=TINY_BACKBONE)
+from tests.training.trainer_helpers import IMAGE_SIZE, NUM_TRAIN, digits_splits, make_trainer
 
 
 @pytest.fixture(scope="module")

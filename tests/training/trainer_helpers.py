@@ -1,5 +1,6 @@
-"""A tiny real AdUniTrainer (40 digits at 16x16, 3 steps per epoch) shared by the trainer and checkpoint tests; its
-encoder resnet18 unless a test asks for another (TINY_BACKBONE, where the encoder is not what is tested)."""
+"""A tiny real AdUniTrainer (40 digits at 16x16, 3 steps per epoch) shared by the trainer and checkpoint tests. Its
+encoder is timm's test network (TINY_BACKBONE, tests/tiny_run.py): these tests are about the training loop. A test
+that hooks resnet18's layers or is sized by its checkpoints asks for backbone="resnet18"."""
 
 import numpy as np
 import torch
@@ -42,7 +43,7 @@ def make_trainer(
     sampler="none",
     trainer_class=AdUniTrainer,
     image_size=IMAGE_SIZE,
-    backbone="resnet18",
+    backbone=TINY_BACKBONE,
     eval_dataset=None,
     **overrides,
 ):
