@@ -7,6 +7,10 @@ a lock left by a killed run is simply taken by the next one, which says whose it
 holder lives is refused, naming it. Only a run's main process takes the lock: the other processes of the same run
 write where it lets them (their checkpoints' RNG states).
 
+A process forked by the holder (a DataLoader worker) closes its copy of the descriptor at once: otherwise it would
+keep the lock after a SIGKILL of the holder, for the seconds a worker takes to notice that its parent is gone, and
+the restarted run would be refused in the name of a dead process.
+
 A run that ends removes the file, while it still holds the lock, and the folder too if the lock file was all it
 held (a run refused before writing anything leaves no trace). A contender that opened the file just before it was
 removed finds, once it holds the lock, that the path no longer names its file, and opens it again: so two runs
@@ -34,6 +38,18 @@ from .errors import RunFolderError
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = ".aduni_run.lock"  # hidden: not part of a run's results, never pushed
+
+_held: set[int] = set()  # the descriptors of the locks this process holds
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child: close the holder's lock descriptors (the lock stays with the holder's own descriptor)."""
+    for fd in _held:
+        os.close(fd)
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
 def _holder() -> dict[str, Any]:
@@ -107,6 +123,7 @@ def run_folder_lock(output_dir: str | Path, main_process: bool = True) -> Iterat
         ) from None
     except OSError as err:
         raise RunFolderError(f"output_dir={str(output_dir)!r} is not writable: {err}") from err
+    _held.add(fd)
     try:
         previous = _read(fd)
         if previous:
@@ -119,6 +136,7 @@ def run_folder_lock(output_dir: str | Path, main_process: bool = True) -> Iterat
         path.unlink(missing_ok=True)  # still holding the lock: see the module's docstring
         if created and not any(output_dir.iterdir()):
             output_dir.rmdir()
+        _held.discard(fd)
         os.close(fd)
 
 

@@ -61,33 +61,17 @@ def run(arguments: list[str], expect_ok: bool = True) -> subprocess.CompletedPro
 
 
 def kill_when(command: list[str], ready) -> None:
-    """Start `command` and SIGKILL it as soon as `ready()` holds (polled every 10 ms), with its DataLoader workers
-    (its process group), as a pre-empted machine loses them all: an orphaned worker would hold the run folder's lock
-    for the seconds it takes to notice, and the restart, at once in this process, would find the folder locked."""
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)  # fmt: skip
+    """Start `command` and SIGKILL it as soon as `ready()` holds (polled every 10 ms). Only the main process is
+    killed: its DataLoader workers live on, orphaned, for the seconds they take to notice, and the restart, at once,
+    must not find the run folder locked by them."""
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
     while not ready():
         assert process.poll() is None, "training ended before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)
+    process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL
-    while group_alive(process.pid):  # the workers' exit (and their lock) too, a few ms after the signal
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-
-
-def group_alive(group: int) -> bool:
-    """Whether a process of `group` has not exited yet (a zombie has: its files are closed)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, _, process_group = stat.read_text().rsplit(")", 1)[1].split()[:3]
-        except OSError:  # it ended while we looked
-            continue
-        if int(process_group) == group and state != "Z":
-            return True
-    return False
 
 
 def kill_while_saving(suffix: str, command: list[str]) -> None:

@@ -155,17 +155,21 @@ def test_a_diverging_run_stops_with_every_checkpoint_finite(tmp_path, splits):
 
 
 # ---- one writer per run folder -----------------------------------------------------------------------------------
-def hold_lock(folder: Path) -> subprocess.Popen:
-    """A second process holding `folder`'s lock until it is killed. It imports run_lock.py alone: the packages'
-    __init__ files (empty stand-ins here) would import torch and transformers, seconds the holder does not need."""
+def hold_lock(folder: Path, fork: bool = False) -> subprocess.Popen:
+    """A second process holding `folder`'s lock until it is killed (with `fork`: after forking a child that sleeps,
+    as a DataLoader worker; the child's pid is the holder's second line). It imports run_lock.py alone: the
+    packages' __init__ files (empty stand-ins here) would import torch and transformers, seconds it does not need."""
     code = (
-        "import sys, time, types\n"
+        "import os, sys, time, types\n"
         "for name in ('aduni_hf', 'aduni_hf.recipes'):\n"
         "    sys.modules[name] = types.ModuleType(name)\n"
         f"    sys.modules[name].__path__ = [{str(ROOT)!r} + '/' + name.replace('.', '/')]\n"
         "from aduni_hf.recipes.run_lock import run_folder_lock\n"
         f"with run_folder_lock({str(folder)!r}):\n"
         "    print('held', flush=True)\n"
+        f"    if {fork} and os.fork() == 0:\n"
+        "        time.sleep(60)\n"
+        "        os._exit(0)\n"
         "    time.sleep(600)\n"
     )
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -191,6 +195,26 @@ def test_a_second_writer_is_refused_naming_the_holder_and_a_killed_holders_lock_
     assert sorted(p.name for p in folder.iterdir()) == ["run_config.yaml"]  # the lock file goes with its run
     with run_folder_lock(folder, main_process=False):  # the other processes of a run pass through
         assert not (folder / LOCK_NAME).exists()
+
+
+def test_a_killed_holders_forked_children_do_not_keep_its_lock(tmp_path):
+    """A run killed with SIGKILL leaves its DataLoader workers alive for seconds: the restart takes the lock at once."""
+    folder = tmp_path / "run"
+    holder = hold_lock(folder, fork=True)
+    children = Path(f"/proc/{holder.pid}/task/{holder.pid}/children")
+    deadline = time.monotonic() + 30
+    while not children.read_text().split():  # the fork has happened
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    child = int(children.read_text().split()[0])
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    try:
+        assert Path(f"/proc/{child}").exists()  # the orphan lives on, as a worker that has not noticed yet
+        with run_folder_lock(folder):
+            assert json.loads((folder / LOCK_NAME).read_text())["pid"] == os.getpid()
+    finally:
+        os.kill(child, signal.SIGKILL)
 
 
 def test_a_run_that_writes_nothing_leaves_no_folder(tmp_path):
