@@ -4,4 +4,5 @@ selection), where the encoder is not what is tested: timm's own test network, `t
 resnet18's is 135 MB, and a step takes a twelfth of the time. The tests of the model, the recipes and the demo keep
 resnet18."""
 
-TINY_RUN = ("--backbone", "test_resnet", "--image_size", "16")
+TINY_BACKBONE = "test_resnet"
+TINY_RUN = ("--backbone", TINY_BACKBONE, "--image_size", "16")

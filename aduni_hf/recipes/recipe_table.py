@@ -21,10 +21,11 @@ _WHERE_AUGMENTED = {"device": "on the training device", "loader": "on the data-l
 
 
 def weights_source(model_args: ModelArguments) -> str:
-    """Where the encoder's first weights come from, for the card (a local path named by its last part only)."""
+    """Where the encoder's first weights come from, for the card (a local path named by its last part only: the
+    card may be public)."""
     if model_args.model_name_or_path:
         return f"from {model_args.model_name_or_path}"
-    if model_args.backbone_pretrained:  # a local path is named by its last part only (the card may be public)
+    if model_args.backbone_pretrained:
         source = model_args.backbone_pretrained
         where = f"the local {Path(source).name}" if Path(source).expanduser().exists() else source
         return f"initialised with the pretrained weights {where}, loaded by timm"

@@ -32,7 +32,8 @@ from aduni_hf.methods import METHODS, LossInputs, MethodArguments
 from aduni_hf.schedules import AlphaSchedule
 from aduni_hf.training import AlphaScheduleCallback
 from aduni_hf.training.checkpoints import METHOD_STATE_NAME
-from tests.training.trainer_helpers import IMAGE_SIZE, NUM_TRAIN, TINY_BACKBONE, digits_splits, make_trainer
+from tests.tiny_run import TINY_BACKBONE
+from tests.training.trainer_helpers import IMAGE_SIZE, NUM_TRAIN, digits_splits, make_trainer
 
 NUM_CLASSES = 4
 DIM = 6

@@ -157,8 +157,8 @@ def test_a_diverging_run_stops_with_every_checkpoint_finite(tmp_path, splits):
 # ---- one writer per run folder -----------------------------------------------------------------------------------
 def hold_lock(folder: Path, fork: bool = False) -> subprocess.Popen:
     """A second process holding `folder`'s lock until it is killed (with `fork`: after forking a child that sleeps,
-    as a DataLoader worker; the child's pid is the holder's second line). It imports run_lock.py alone: the
-    packages' __init__ files (empty stand-ins here) would import torch and transformers, seconds it does not need."""
+    as a DataLoader worker would). It imports run_lock.py alone: the packages' __init__ files (empty stand-ins
+    here) would import torch and transformers, seconds it does not need."""
     code = (
         "import os, sys, time, types\n"
         "for name in ('aduni_hf', 'aduni_hf.recipes'):\n"

@@ -9,11 +9,10 @@ from aduni_hf import AduCLoss, AdUniConfig, AdUniForImageClassification, AdUniTr
 from aduni_hf.data import MultiViewDataset, build_augmentation, build_dataset, collate_views, split_by_fold
 from aduni_hf.evaluation import build_compute_metrics
 from aduni_hf.training import AdUniTrainingArguments
-from tests.tiny_run import TINY_RUN
+from tests.tiny_run import TINY_BACKBONE
 
 IMAGE_SIZE = 16
 NUM_TRAIN = 40  # 3 steps per epoch at batch 16: 16, 16, 8
-TINY_BACKBONE = TINY_RUN[TINY_RUN.index("--backbone") + 1]
 
 
 class RecordingViews(MultiViewDataset):
